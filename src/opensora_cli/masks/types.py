@@ -1,0 +1,29 @@
+"""The six v1.3 mask types. Import-light (no torch): the CLI uses it for option choices."""
+
+from __future__ import annotations
+
+import enum
+
+
+class MaskType(str, enum.Enum):
+    """What a mask keeps. In every mask, 1 = frame to generate, 0 = frame kept as condition.
+
+    The order is the reference's enum order; the values are the names used on the command line and in
+    mask config files.
+    """
+
+    t2iv = "t2iv"  # nothing kept: text to video / text to image
+    i2v = "i2v"  # first frame kept
+    transition = "transition"  # first and last frames kept
+    continuation = "continuation"  # a leading run of frames kept
+    clear = "clear"  # every frame kept (reconstruction)
+    random_temporal = "random_temporal"  # a random set of frames kept
+
+    def __str__(self) -> str:  # so f-strings and rich print the bare name
+        return self.value
+
+
+MASK_TYPE_NAMES: tuple[str, ...] = tuple(t.value for t in MaskType)
+
+# Single-frame samples (images) can only be generated from nothing or kept whole.
+IMAGE_MASK_TYPES: frozenset[MaskType] = frozenset({MaskType.t2iv, MaskType.clear})
