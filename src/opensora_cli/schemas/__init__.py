@@ -1,0 +1,1 @@
+"""pydantic models at the edge: input files, mask config, reports. No torch."""

@@ -1,0 +1,151 @@
+"""Input files and the options that go with them: the contract of `validate-inputs` and `sample`.
+
+Prompts file: UTF-8, one prompt per line. Conds file: the same number of lines, each one of
+- nothing (text only: t2iv),
+- one image, or several comma-separated images, each optionally with a frame index: `a.png@0,b.png@-1`
+  (negative indices count from the end; without indices one image goes to frame 0, two to the first and
+  last frames, and three or more need indices),
+- one video (its first `num_frames` frames are the clip to condition on).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
+
+from opensora_cli.data.resolution import DEFAULT_MAX_HXW, MAX_MAX_HXW, MIN_MAX_HXW, MODEL_HW_STRIDE
+from opensora_cli.masks.types import MaskType
+from opensora_cli.schemas.problems import Problem
+
+_INDEX_SUFFIX = re.compile(r"^(?P<path>.+)@(?P<index>[+-]?\d+)$")
+
+
+class CondSpec(BaseModel):
+    """One item of a conds line as written: a path and an optional frame index."""
+
+    text: str
+    path: str
+    index: int | None = None
+
+
+def parse_conds_line(text: str) -> tuple[list[CondSpec], list[str]]:
+    """Split a conds line into items.
+
+    Returns:
+        (items, errors): errors are messages for items that cannot be parsed (empty items between commas).
+    """
+    stripped = text.strip()
+    if not stripped:
+        return [], []
+    items, errors = [], []
+    for position, part in enumerate(stripped.split(","), start=1):
+        part = part.strip()
+        if not part:
+            errors.append(f"item {position} is empty (two commas in a row, or a comma at an end)")
+            continue
+        match = _INDEX_SUFFIX.match(part)
+        if match:
+            items.append(CondSpec(text=part, path=match["path"].strip(), index=int(match["index"])))
+        else:
+            items.append(CondSpec(text=part, path=part))
+    return items, errors
+
+
+def nearest_valid_frames(num_frames: int) -> tuple[int, int]:
+    """The 1 + 4k frame counts just below and above `num_frames`."""
+    below = max(1, (num_frames - 1) // 4 * 4 + 1)
+    return below, below + 4
+
+
+class InputsRequest(BaseModel):
+    """The options of `validate-inputs` (and the input half of `sample`). Field names map to `--kebab-case`."""
+
+    prompts: Path
+    conds: Path | None = None
+    mask_type: MaskType | None = None
+    num_frames: int = 93
+    height: int | None = None
+    width: int | None = None
+    crop_for_hw: bool = False
+    max_hxw: int = DEFAULT_MAX_HXW
+    mask_config: Path | None = None
+
+    @field_validator("num_frames")
+    @classmethod
+    def _frames(cls, value: int) -> int:
+        if value < 1 or (value - 1) % 4:
+            below, above = nearest_valid_frames(max(value, 1))
+            raise ValueError(f"{value} is not 1 + 4k (the VAE compresses time by 4); use {below} or {above}")
+        return value
+
+    @field_validator("height", "width")
+    @classmethod
+    def _size(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None:
+            return value
+        if value < MODEL_HW_STRIDE or value % MODEL_HW_STRIDE:
+            lower = max(MODEL_HW_STRIDE, value // MODEL_HW_STRIDE * MODEL_HW_STRIDE)
+            raise ValueError(
+                f"{value} is not a positive multiple of {MODEL_HW_STRIDE} (VAE x8, patch x2); "
+                f"use {lower} or {lower + MODEL_HW_STRIDE}"
+            )
+        return value
+
+    @field_validator("max_hxw")
+    @classmethod
+    def _area(cls, value: int) -> int:
+        if not MIN_MAX_HXW <= value <= MAX_MAX_HXW:
+            raise ValueError(
+                f"{value} is outside the model's trained area range [{MIN_MAX_HXW}, {MAX_MAX_HXW}]; "
+                f"pick a value inside it (default {DEFAULT_MAX_HXW})"
+            )
+        return value
+
+    @field_validator("crop_for_hw")
+    @classmethod
+    def _fixed_needs_size(cls, value: bool, info: ValidationInfo) -> bool:
+        # A size that failed its own check is absent from info.data and already reported; only None is missing.
+        missing = [f"--{name}" for name in ("height", "width") if name in info.data and info.data[name] is None]
+        if value and missing:
+            raise ValueError(f"needs {' and '.join(missing)}, e.g. --height 352 --width 640")
+        return value
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+class CondItem(BaseModel):
+    """A resolved condition file of one line."""
+
+    path: str
+    kind: str
+    index: int | None = None
+    resolved_from: str | None = Field(
+        None, description="'absolute', 'cwd' (current directory) or 'conds-dir' (the conds file's folder)"
+    )
+
+
+class InputItem(BaseModel):
+    """One checked line: what `sample` will do with it."""
+
+    line: int
+    prompt: str
+    conds: list[str]
+    mask_type: MaskType | None
+    frame_indices: list[int] | None = Field(
+        None, description="kept pixel frames for image inputs (0-based); None for a video (drawn at sampling)"
+    )
+    output_size: tuple[int, int] | None = Field(None, description="(height, width) of the generated video")
+    cond_items: list[CondItem] = Field(default_factory=list, exclude=True)
+
+
+class ValidationReport(BaseModel):
+    """Everything `validate-inputs` found. `ok` is True when there is no problem (warnings allowed)."""
+
+    ok: bool
+    problems: list[Problem]
+    warnings: list[Problem] = Field(default_factory=list)
+    items: list[InputItem]

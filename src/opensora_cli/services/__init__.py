@@ -1,0 +1,1 @@
+"""Services: take checked requests, return results; they never print or exit."""

@@ -1,0 +1,426 @@
+"""validate-inputs: check prompts, conditions, options and mask config before any model work.
+
+Every problem is collected (not only the first) with its file and line. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from opensora_cli.data.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaInfo, media_kind, probe
+from opensora_cli.data.resolution import (
+    ARBITRARY_HW_STRIDE,
+    MAX_ASPECT,
+    MIN_ASPECT,
+    MIN_MAX_HXW,
+    arbitrary_output_size,
+)
+from opensora_cli.masks.types import MaskType
+from opensora_cli.schemas.inputs import (
+    CondItem,
+    CondSpec,
+    InputItem,
+    InputsRequest,
+    ValidationReport,
+    nearest_valid_frames,
+    option_name,
+    parse_conds_line,
+)
+from opensora_cli.schemas.mask_config import load_mask_config
+from opensora_cli.schemas.problems import Problem
+
+_TRAINED_STRIDE = 32
+# Files at least this big are decoded in threads (see LineChecker._probe_all).
+_LARGE_FILE_BYTES = 64 * 1024
+
+
+def validate_inputs(options: Mapping[str, Any]) -> ValidationReport:
+    """Check the inputs of a sampling run.
+
+    Args:
+        options: the fields of `InputsRequest` as given on the command line (unchecked).
+
+    Returns:
+        A report with every problem and warning, and one item per line that could be paired.
+    """
+    request, problems = build_request(options)
+    warnings: list[Problem] = []
+
+    if request.mask_config is not None:
+        _, config_problems, config_warnings = load_mask_config(request.mask_config)
+        problems += config_problems
+        warnings += config_warnings
+
+    prompts_label = str(request.prompts)
+    prompts, file_problems = read_lines(request.prompts, "--prompts")
+    problems += file_problems
+    conds_label = str(request.conds) if request.conds is not None else "--conds"
+    if request.conds is not None:
+        cond_lines, file_problems = read_lines(request.conds, "--conds")
+        problems += file_problems
+    elif request.mask_type in (None, MaskType.t2iv):
+        cond_lines = None if prompts is None else [""] * len(prompts)  # text only: every line is t2iv
+    else:
+        cond_lines = None
+        problems.append(
+            Problem.of("--conds", None, f"mask type {request.mask_type} needs condition files",
+                       "pass --conds FILE with one line of images or a video per prompt")
+        )
+
+    items: list[InputItem] = []
+    if prompts is not None and cond_lines is not None:
+        if not prompts:
+            problems.append(Problem.of(prompts_label, None, "the prompts file is empty", "write one prompt per line"))
+        if len(prompts) > len(cond_lines):
+            problems.append(
+                Problem.of(conds_label, len(cond_lines) + 1,
+                           f"prompt {len(cond_lines) + 1} has no conditions line "
+                           f"({len(prompts)} prompts, {len(cond_lines)} condition lines)",
+                           f"add a line to {conds_label} or remove the prompt")
+            )
+        elif len(cond_lines) > len(prompts):
+            problems.append(
+                Problem.of(prompts_label, len(prompts) + 1,
+                           f"conditions line {len(prompts) + 1} has no prompt "
+                           f"({len(prompts)} prompts, {len(cond_lines)} condition lines)",
+                           f"add a prompt to {prompts_label} or remove the conditions line")
+            )
+        for number, prompt in enumerate(prompts, start=1):
+            if not prompt:
+                problems.append(Problem.of(prompts_label, number, "empty prompt", "write a prompt or delete the line"))
+        conds_dir = request.conds.parent.resolve() if request.conds is not None else Path.cwd()
+        checker = LineChecker(request, conds_label, conds_dir)
+        items, line_problems, line_warnings = checker.check(
+            [(n, p, c) for n, (p, c) in enumerate(zip(prompts, cond_lines), start=1)]
+        )
+        problems += line_problems
+        warnings += line_warnings
+
+    problems.sort(key=_order)
+    return ValidationReport(ok=not problems, problems=problems, warnings=warnings, items=items)
+
+
+def _order(problem: Problem) -> tuple:
+    return (not problem.file.startswith("--"), problem.file, problem.line or 0)
+
+
+def build_request(options: Mapping[str, Any]) -> tuple[InputsRequest, list[Problem]]:
+    """Validate the options; an invalid field becomes None so that checks not needing it still run."""
+    try:
+        return InputsRequest.model_validate(dict(options)), []
+    except ValidationError as exc:
+        problems, bad = [], set()
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "options"
+            bad.add(name)
+            message = error["msg"].removeprefix("Value error, ")
+            what, _, fix = message.partition("; ")
+            problems.append(Problem.of(option_name(name), None, what, fix or None))
+        defaults = {name: info.default for name, info in InputsRequest.model_fields.items()}
+        fields = {**defaults, **{k: v for k, v in options.items() if k in defaults}}
+        fields.update({name: None for name in bad})
+        return InputsRequest.model_construct(**fields), problems
+
+
+def read_lines(path: Path | None, option: str) -> tuple[list[str] | None, list[Problem]]:
+    """A text file as stripped lines (a final newline ends the last line, it does not start another)."""
+    if path is None:
+        return None, [Problem.of(option, None, "missing", f"pass {option} FILE")]
+    label = str(path)
+    if not path.exists():
+        return None, [Problem.of(label, None, "file not found", f"check the {option} path")]
+    if not path.is_file():
+        return None, [Problem.of(label, None, "is not a file", f"pass a text file to {option}")]
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return None, [Problem.of(label, line, f"not UTF-8 text (byte 0x{data[exc.start]:02x})",
+                                 "save the file as UTF-8")]
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.strip() for line in lines], []
+
+
+@dataclass
+class _Resolved:
+    spec: CondSpec
+    path: Path | None = None
+    resolved_from: str | None = None
+    kind: str | None = None
+
+
+@dataclass
+class LineChecker:
+    """Checks conds lines against the request: paths, decoding, mask type, frame indices, output size.
+
+    Args:
+        request: the (possibly partly invalid) request; a None field skips the checks that need it.
+        conds_label: how the conds file is named in messages.
+        conds_dir: second place a relative path is looked up (after the current directory).
+    """
+
+    request: InputsRequest
+    conds_label: str
+    conds_dir: Path
+    workers: int | None = None  # threads decoding large files; None = one per CPU
+    infos: dict[Path, MediaInfo] = field(default_factory=dict)
+
+    def check(
+        self, lines: Sequence[tuple[int, str, str]]
+    ) -> tuple[list[InputItem], list[Problem], list[Problem]]:
+        """Check (line number, prompt, conds text) triples; files are probed once each, in parallel."""
+        parsed, problems = [], []
+        for number, prompt, text in lines:
+            specs, errors = parse_conds_line(text)
+            problems += [Problem.of(self.conds_label, number, e, "separate paths with single commas") for e in errors]
+            parsed.append((number, prompt, [self._resolve(spec) for spec in specs]))
+        self._probe_all(r.path for _, _, resolved in parsed for r in resolved if r.path is not None)
+
+        items, warnings = [], []
+        for number, prompt, resolved in parsed:
+            item, line_problems, line_warnings = self._check_line(number, prompt, resolved)
+            items.append(item)
+            problems += line_problems
+            warnings += line_warnings
+        return items, problems, warnings
+
+    # -- paths and probing ---------------------------------------------------------------------------------
+
+    def _resolve(self, spec: CondSpec) -> _Resolved:
+        candidate = Path(spec.path).expanduser()
+        kind = media_kind(candidate)
+        if candidate.is_absolute():
+            return _Resolved(spec, candidate if candidate.exists() else None, "absolute", kind)
+        for base, name in ((Path.cwd(), "cwd"), (self.conds_dir, "conds-dir")):
+            if (base / candidate).exists():
+                return _Resolved(spec, (base / candidate).resolve(), name, kind)
+        return _Resolved(spec, None, None, kind)
+
+    def _probe_all(self, paths: Iterable[Path]) -> None:
+        """Decode every new file once.
+
+        Large files (and videos) go to a thread pool: their decoders release the GIL, so threads scale. Small
+        images are mostly Python work under the GIL, where threads are slower than one loop, so the main thread
+        does those meanwhile (benchmarks/validate.py measures both cases).
+        """
+        todo = sorted({p for p in paths if p not in self.infos and media_kind(p) is not None and p.is_file()})
+        large_set = {p for p in todo if media_kind(p) == "video" or p.stat().st_size >= _LARGE_FILE_BYTES}
+        large = sorted(large_set)
+        small = [p for p in todo if p not in large_set]
+        workers = min(self.workers or (os.cpu_count() or 1), len(large))
+        if workers <= 1:
+            self.infos.update(zip(todo, map(probe, todo)))
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = pool.map(probe, large)
+            self.infos.update(zip(small, map(probe, small)))
+            self.infos.update(zip(large, pending))
+
+    # -- one line ------------------------------------------------------------------------------------------
+
+    def _check_line(
+        self, number: int, prompt: str, resolved: list[_Resolved]
+    ) -> tuple[InputItem, list[Problem], list[Problem]]:
+        req = self.request
+        problems: list[Problem] = []
+        warnings: list[Problem] = []
+
+        def bad(what: str, fix: str) -> None:
+            problems.append(Problem.of(self.conds_label, number, what, fix))
+
+        usable: list[_Resolved] = []
+        for r in resolved:
+            if r.kind is None:
+                bad(f"'{r.spec.path}' is not a supported image or video",
+                    f"use one of {', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))}")
+            elif r.path is None:
+                places = sorted({str(Path.cwd()), str(self.conds_dir)})
+                where = "" if Path(r.spec.path).is_absolute() else f" (looked in {' and '.join(places)})"
+                hint = " — a frame index is written @N with an integer N" if "@" in r.spec.path else ""
+                bad(f"file not found: '{r.spec.path}'{where}{hint}", "fix the path or create the file")
+            elif not r.path.is_file():
+                bad(f"'{r.spec.path}' is not a file", "point to an image or video file")
+            else:
+                info = self.infos[r.path]
+                if info.error:
+                    bad(f"cannot decode {r.kind} '{r.spec.path}': {info.error}", f"replace it with a readable {r.kind}")
+                else:
+                    usable.append(r)
+
+        mask_type, indices = self._plan(resolved, bad)
+
+        frames = req.num_frames
+        for r in usable:
+            info = self.infos[r.path]
+            if r.kind == "video" and frames is not None and info.num_frames < frames:
+                below = nearest_valid_frames(info.num_frames)[0] if info.num_frames >= 1 else 1
+                bad(f"video '{r.spec.path}' has {info.num_frames} frames, {frames} needed",
+                    f"use --num-frames {below} or a longer video")
+
+        output_size = None
+        if len(usable) == len(resolved):
+            output_size = self._output_size(number, [self.infos[r.path] for r in usable], bad, warnings)
+
+        item = InputItem(
+            line=number,
+            prompt=prompt,
+            conds=[str(r.path) if r.path is not None else r.spec.path for r in resolved],
+            mask_type=mask_type,
+            frame_indices=indices,
+            output_size=output_size,
+            cond_items=[
+                CondItem(path=str(r.path or r.spec.path), kind=r.kind or "unknown", index=r.spec.index,
+                         resolved_from=r.resolved_from)
+                for r in resolved
+            ],
+        )
+        return item, problems, warnings
+
+    def _plan(self, resolved: list[_Resolved], bad) -> tuple[MaskType | None, list[int] | None]:
+        """The line's mask type and kept frame indices (images) from its inputs and --mask-type."""
+        requested: MaskType | None = self.request.mask_type
+        frames: int | None = self.request.num_frames
+        kinds = [r.kind for r in resolved]
+        if not resolved:
+            if requested not in (None, MaskType.t2iv):
+                bad(f"mask type {requested} needs conditions, this line has none",
+                    "add images or a video to the line, or use --mask-type t2iv")
+                return requested, None
+            return MaskType.t2iv, []
+        if "video" in kinds:
+            if len(resolved) > 1:
+                bad("a video must be alone on its line", "put images and videos on separate lines")
+            if any(r.spec.index is not None for r in resolved):
+                bad("a frame index (@N) applies to images only", "remove the @N after the video")
+            if requested == MaskType.t2iv:
+                bad("t2iv keeps no frames, but the line has a video", "remove the video or choose another --mask-type")
+            return requested or MaskType.continuation, None
+        if None in kinds:
+            return requested, None
+
+        # Images: explicit indices, or defaults by count and type.
+        given = [r.spec.index for r in resolved]
+        count = len(resolved)
+        if any(i is not None for i in given) and any(i is None for i in given):
+            bad("some images have a frame index and some do not",
+                "give every image an index (a.png@0,b.png@40) or none")
+            return requested, None
+        if frames is None:
+            return requested, None
+        if requested == MaskType.t2iv:
+            bad("t2iv keeps no frames, but the line has images", "remove the images or choose another --mask-type")
+            return requested, None
+        if given[0] is not None:
+            out_of_range = [i for i in given if not -frames <= i < frames]
+            if out_of_range:
+                bad(f"frame index {out_of_range[0]} is outside a {frames}-frame video",
+                    f"use indices in [{-frames}, {frames - 1}] (negative count from the end)")
+                return requested, None
+            indices = [i % frames for i in given]
+        else:
+            indices = _default_indices(requested, count, frames)
+            if indices is None:
+                what = f"{count} images" if requested is None else f"mask type {requested} with {count} images"
+                bad(f"{what} need frame indices", "write each image as path@frame, e.g. a.png@0,b.png@40,c.png@92")
+                return requested, None
+        if len(set(indices)) != len(indices):
+            bad(f"two images go to the same frame ({', '.join(map(str, indices))})",
+                "give each image its own frame index")
+            return requested, None
+        fitted = requested or _type_of_indices(indices, frames)
+        message = _mismatch(fitted, indices, frames)
+        if message:
+            bad(message, "change the images or their @frame indices, or choose another --mask-type")
+        return fitted, indices
+
+    def _output_size(self, number: int, infos: list[MediaInfo], bad, warnings: list[Problem]):
+        req = self.request
+        if req.crop_for_hw:
+            if req.height is None or req.width is None:
+                return None
+            size = (req.height, req.width)
+            if size[0] % _TRAINED_STRIDE or size[1] % _TRAINED_STRIDE:
+                warnings.append(Problem.of(self.conds_label, number,
+                                           f"{size[0]}x{size[1]} is not a multiple of 32, the stride the model was "
+                                           "trained on", "prefer multiples of 32"))
+        elif not infos:
+            if req.height is None or req.width is None:
+                bad("a line without conditions has no input to take its size from",
+                    "pass --height and --width (e.g. --height 352 --width 640)")
+                return None
+            size = (req.height, req.width)
+        else:
+            if req.max_hxw is None:
+                return None
+            size = arbitrary_output_size([(i.height, i.width) for i in infos], req.max_hxw, ARBITRARY_HW_STRIDE)
+            if min(size) < ARBITRARY_HW_STRIDE:
+                smallest = min(infos, key=lambda i: i.height * i.width)
+                bad(f"inputs are too small ({smallest.height}x{smallest.width}) for a "
+                    f"{ARBITRARY_HW_STRIDE}-pixel grid (output would be {size[0]}x{size[1]})",
+                    "use larger inputs, or --crop-for-hw --height H --width W to resize them")
+                return None
+        area, aspect = size[0] * size[1], size[0] / size[1]
+        if area < MIN_MAX_HXW:
+            warnings.append(Problem.of(self.conds_label, number,
+                                       f"output {size[0]}x{size[1]} is smaller than the trained area "
+                                       f"(>= {MIN_MAX_HXW:,} pixels); quality may suffer",
+                                       "use larger inputs or --crop-for-hw with a larger size"))
+        if not MIN_ASPECT <= aspect <= MAX_ASPECT:
+            warnings.append(Problem.of(self.conds_label, number,
+                                       f"output aspect {size[0]}x{size[1]} is outside the trained range 1:2 to 2:1",
+                                       "crop the inputs or use --crop-for-hw"))
+        return size
+
+
+def _default_indices(mask_type: MaskType | None, count: int, frames: int) -> list[int] | None:
+    """Frame indices for images written without @N, or None when they must be given."""
+    if mask_type is None:
+        return [0] if count == 1 else [0, frames - 1] if count == 2 else None
+    if mask_type == MaskType.transition and count == 2:
+        return [0, frames - 1]
+    if mask_type in (MaskType.i2v, MaskType.transition, MaskType.continuation, MaskType.clear):
+        return list(range(count))  # in order from frame 0; `_mismatch` says when that cannot fit the type
+    return None  # random_temporal: where the images go is the user's choice
+
+
+def _type_of_indices(indices: list[int], frames: int) -> MaskType:
+    """The mask type that keeps exactly these frames."""
+    kept = sorted(indices)
+    if kept == [0]:  # first, so that one image of a one-frame video is i2v, as in the reference
+        return MaskType.i2v
+    if kept == [0, frames - 1]:
+        return MaskType.transition
+    if kept == list(range(frames)):
+        return MaskType.clear
+    return MaskType.random_temporal
+
+
+def _mismatch(mask_type: MaskType, indices: list[int], frames: int) -> str | None:
+    """Why images at `indices` do not make a `mask_type` mask, or None when they do."""
+    kept = sorted(indices)
+    shown = ", ".join(map(str, kept))
+    rules = {
+        MaskType.i2v: (kept == [0], "i2v keeps frame 0 only: give exactly one image at frame 0"),
+        MaskType.transition: (
+            kept == sorted({0, frames - 1}) and len(kept) == 2,
+            f"transition keeps the first and last frames: give two images, at 0 and {frames - 1}",
+        ),
+        MaskType.continuation: (
+            kept == list(range(len(kept))),
+            "continuation keeps a leading run of frames: give images at 0, 1, 2, ...",
+        ),
+        MaskType.clear: (kept == list(range(frames)), f"clear keeps every frame: give {frames} images or a video"),
+        MaskType.random_temporal: (True, ""),
+    }
+    fits, why = rules[mask_type]
+    return None if fits else f"{why} (got frames {shown})"
