@@ -1,0 +1,93 @@
+"""The `opensora` command: the Typer app and `main()`, which maps errors to one line and an exit code.
+
+Exit codes: 0 success, 1 bad input (a file, a line, a field), 2 usage error (unknown option or choice,
+missing argument, options that do not go together), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from opensora_cli import __version__
+from opensora_cli.cli import mask_preview, validate
+from opensora_cli.cli.common import click_exceptions, state
+
+app = typer.Typer(
+    name="opensora",
+    help="Conditioned video generation with Open-Sora Plan v1.3 (image-to-video, transition, continuation, "
+    "inpainting).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"opensora-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail; tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Conditioned video generation with Open-Sora Plan v1.3."""
+    state.verbose = verbose
+
+
+app.command("validate-inputs")(validate.validate_inputs_command)
+app.command("mask-preview")(mask_preview.mask_preview_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script passes it to sys.exit)."""
+    from opensora_cli.errors import OpenSoraError
+
+    click = click_exceptions()
+
+    state.verbose = False
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="opensora", standalone_mode=False)
+    except click.UsageError as exc:
+        message = exc.format_message().replace("Value error, ", "")
+        if message:  # NoArgsIsHelpError has none: the help was printed
+            where = exc.ctx.command_path if exc.ctx is not None else "opensora"
+            print(f"Error: {message} (see '{where} --help')", file=sys.stderr)
+        return 2
+    except click.ClickException as exc:  # e.g. a file option click could not open
+        print(f"Error: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    except OpenSoraError as exc:
+        if state.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # a bug of ours: one line, the traceback on request
+        if state.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(
+            f"Internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback, and please "
+            "report it)",
+            file=sys.stderr,
+        )
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Bits shared by the command modules: global state, the verbose option, consoles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import typer
+
+
+@dataclass
+class State:
+    verbose: bool = False
+
+
+state = State()
+
+
+def _set_verbose(value: bool) -> bool:
+    if value:
+        state.verbose = True
+    return value
+
+
+VerboseOption = typer.Option(False, "--verbose", "-v", callback=_set_verbose, help="More detail; tracebacks on errors.")
+
+
+def console(stderr: bool = False):
+    """A rich Console (imported lazily: rich costs start-up time that --help does not need)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def click_exceptions():
+    """click's exception module: typer >= 0.25 vendors click as `typer._click`, older typer uses click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions
+    return exceptions

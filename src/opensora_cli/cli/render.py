@@ -1,0 +1,70 @@
+"""Rendering results for people: rich tables on a terminal, `FILE:LINE: message` lines otherwise."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from opensora_cli.schemas.inputs import ValidationReport
+from opensora_cli.schemas.problems import Problem
+
+_RESOLVED = {"cwd": "found in the current directory", "conds-dir": "found next to the conds file", "absolute": "absolute path"}
+
+
+def print_problems(problems: list[Problem], console: Console, title: str, style: str) -> None:
+    if not problems:
+        return
+    if not console.is_terminal:
+        for problem in problems:
+            console.print(f"{title}: {problem.render()}" if title == "warning" else problem.render(), markup=False,
+                          soft_wrap=True)
+        return
+    table = Table(title=f"{len(problems)} {title}{'s' if len(problems) != 1 else ''}", title_style=style,
+                  show_lines=False, expand=False)
+    table.add_column("where", style="bold", no_wrap=True)
+    table.add_column("what is wrong", style=style)
+    table.add_column("how to fix it")
+    for problem in problems:
+        what, _, fix = problem.message.partition(" — ")
+        table.add_row(problem.location, what, fix)
+    console.print(table)
+
+
+def _frames_text(indices: list[int] | None) -> str:
+    if indices is None:
+        return "from video"
+    if not indices:
+        return "none"
+    return ",".join(map(str, indices))
+
+
+def print_report(report: ValidationReport, console: Console, verbose: bool = False) -> None:
+    """Problems, warnings, the per-line plan, and a one-line verdict."""
+    print_problems(report.problems, console, "problem", "red")
+    print_problems(report.warnings, console, "warning", "yellow")
+    if report.ok or verbose:
+        if console.is_terminal:
+            table = Table(title="lines")
+            for name in ("line", "mask type", "kept frames", "output (h x w)", "conditions"):
+                table.add_column(name, no_wrap=name != "conditions")
+            for item in report.items:
+                size = f"{item.output_size[0]} x {item.output_size[1]}" if item.output_size else "?"
+                table.add_row(str(item.line), str(item.mask_type or "?"), _frames_text(item.frame_indices), size,
+                              ", ".join(c.rsplit("/", 1)[-1] for c in item.conds) or "(text only)")
+            console.print(table)
+        else:
+            for item in report.items:
+                size = f"{item.output_size[0]}x{item.output_size[1]}" if item.output_size else "?"
+                console.print(f"line {item.line}: {item.mask_type or '?'}, kept frames {_frames_text(item.frame_indices)}"
+                              f", output {size}", markup=False, soft_wrap=True)
+    if verbose:
+        for item in report.items:
+            for cond in item.cond_items:
+                where = _RESOLVED.get(cond.resolved_from or "", "not found")
+                console.print(f"line {item.line}: {cond.path} ({cond.kind}, {where})", markup=False, soft_wrap=True)
+    lines = len(report.items)
+    if report.ok:
+        console.print(f"[green]OK[/green]: {lines} line{'s' if lines != 1 else ''} checked, no problems"
+                      + (f", {len(report.warnings)} warning(s)" if report.warnings else "") + ".")
+    else:
+        console.print(f"[red]{len(report.problems)} problem(s)[/red] in {lines} line(s); nothing was run.")

@@ -1,0 +1,72 @@
+"""`opensora validate-inputs`: check prompt and condition files before any model work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from opensora_cli.cli.common import VerboseOption, console, state
+from opensora_cli.data.resolution import DEFAULT_MAX_HXW
+from opensora_cli.masks.types import MaskType
+
+PromptsOption = typer.Option(..., "--prompts", "-p", help="Prompts file: UTF-8, one prompt per line.")
+CondsOption = typer.Option(
+    None,
+    "--conds",
+    "-c",
+    help="Conditions file, one line per prompt: an image, comma-separated images (optionally path@frame), "
+    "a video, or nothing (text only).",
+)
+MaskTypeOption = typer.Option(
+    None, "--mask-type", "-m", case_sensitive=False, help="Mask type for every line [default: from each line's inputs]."
+)
+NumFramesOption = typer.Option(93, "--num-frames", "-n", help="Frames to generate: 1 + 4k (93, 77, 61, 45, 29, 1).")
+HeightOption = typer.Option(None, "--height", help="Output height (multiple of 16) with --crop-for-hw or t2iv.")
+WidthOption = typer.Option(None, "--width", help="Output width (multiple of 16) with --crop-for-hw or t2iv.")
+CropOption = typer.Option(False, "--crop-for-hw", help="Fixed size: centre-crop and resize inputs to --height x --width.")
+MaxHxwOption = typer.Option(
+    DEFAULT_MAX_HXW, "--max-hxw", help="Arbitrary-resolution mode: largest output area in pixels (102400..236544)."
+)
+MaskConfigOption = typer.Option(None, "--mask-config", help="Mask config YAML to check as well.")
+
+
+def validate_inputs_command(
+    prompts: Path = PromptsOption,
+    conds: Optional[Path] = CondsOption,
+    mask_type: Optional[MaskType] = MaskTypeOption,
+    num_frames: int = NumFramesOption,
+    height: Optional[int] = HeightOption,
+    width: Optional[int] = WidthOption,
+    crop_for_hw: bool = CropOption,
+    max_hxw: int = MaxHxwOption,
+    mask_config: Optional[Path] = MaskConfigOption,
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    verbose: bool = VerboseOption,
+) -> None:
+    """Check that prompts and conditions line up, every file decodes and the sizes fit.
+
+    Exit code 0 when all is well, 1 when there are problems (all of them are listed).
+    """
+    from opensora_cli.cli.render import print_report
+    from opensora_cli.services.validation import validate_inputs
+
+    report = validate_inputs(
+        dict(
+            prompts=prompts,
+            conds=conds,
+            mask_type=mask_type,
+            num_frames=num_frames,
+            height=height,
+            width=width,
+            crop_for_hw=crop_for_hw,
+            max_hxw=max_hxw,
+            mask_config=mask_config,
+        )
+    )
+    if json_output:
+        print(report.model_dump_json(indent=None))
+    else:
+        print_report(report, console(), verbose=state.verbose)
+    raise typer.Exit(0 if report.ok else 1)
