@@ -41,3 +41,7 @@ class UsageError(OpenSoraError):
 
 class MissingDependencyError(OpenSoraError):
     """An optional dependency (torch_npu, deepspeed...) is needed but not installed."""
+
+
+class ModelLoadError(OpenSoraError):
+    """A model folder is missing, incomplete, or does not match the expected architecture."""

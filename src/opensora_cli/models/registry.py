@@ -1,0 +1,200 @@
+"""Named model presets (full size and tiny) and random-weight model folders in the released layout.
+
+    build("OpenSoraInpaint_v1_3-2B/122", device="meta")       # the released transformer's architecture
+    write_random_model_folder("models/random-tiny")           # transformer/, vae/, text_encoder/ to try things
+
+The full-size names are the reference's registry names; "-tiny" presets are ours, small enough for CPU tests
+(odd sizes, so that shape bugs show).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named architecture: which class, built with which constructor arguments."""
+
+    kind: str  # "transformer", "vae" or "text_encoder"
+    class_name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+_TRANSFORMER_2B = dict(
+    num_attention_heads=24,
+    attention_head_dim=96,
+    in_channels=8,
+    out_channels=8,
+    num_layers=32,
+    dropout=0.0,
+    cross_attention_dim=2304,
+    attention_bias=True,
+    sample_size_h=[40, 30],
+    sample_size_w=[40, 30],
+    sample_size_t=24,
+    patch_size=2,
+    patch_size_t=1,
+    activation_fn="gelu-approximate",
+    only_cross_attention=False,
+    double_self_attention=False,
+    upcast_attention=False,
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    caption_channels=4096,
+    interpolation_scale_h=1.0,
+    interpolation_scale_w=1.0,
+    interpolation_scale_t=1.0,
+    sparse1d=True,
+    sparse_n=4,
+)
+_TRANSFORMER_TINY = dict(
+    _TRANSFORMER_2B,
+    num_attention_heads=2,
+    attention_head_dim=24,
+    num_layers=4,
+    cross_attention_dim=48,
+    caption_channels=32,
+    sample_size_h=8,
+    sample_size_w=12,
+    sample_size_t=3,
+    sparse_n=2,
+)
+# Between tiny and full size, for CPU benchmarks: a quarter of the width, a quarter of the depth.
+_TRANSFORMER_MEDIUM = dict(
+    _TRANSFORMER_2B, num_attention_heads=6, attention_head_dim=96, num_layers=8, cross_attention_dim=576,
+    caption_channels=512,
+)
+_WFVAE_D8 = dict(norm_type="layernorm", t_interpolation="trilinear")
+_WFVAE_TINY = dict(
+    _WFVAE_D8,
+    base_channels=8,
+    encoder_energy_flow_hidden_size=4,
+    decoder_energy_flow_hidden_size=12,
+)
+_T5_TINY = dict(
+    vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
+    is_encoder_decoder=False, relative_attention_num_buckets=8,
+)
+
+PRESETS: dict[str, Preset] = {
+    "OpenSoraInpaint_v1_3-2B/122": Preset("transformer", "OpenSoraInpaint_v1_3", dict(_TRANSFORMER_2B, vae_scale_factor_t=4),
+                                          "the released I2V/inpainting transformer (2.78 B parameters)"),
+    "OpenSoraT2V_v1_3-2B/122": Preset("transformer", "OpenSoraT2V_v1_3", _TRANSFORMER_2B,
+                                      "the released text-to-video transformer (2.77 B parameters)"),
+    "OpenSoraInpaint_v1_3-medium": Preset("transformer", "OpenSoraInpaint_v1_3",
+                                          dict(_TRANSFORMER_MEDIUM, vae_scale_factor_t=4),
+                                          "8 layers x 576 wide, for CPU benchmarks"),
+    "OpenSoraInpaint_v1_3-tiny": Preset("transformer", "OpenSoraInpaint_v1_3", dict(_TRANSFORMER_TINY, vae_scale_factor_t=4),
+                                        "4 layers x 48 wide, for tests"),
+    "OpenSoraT2V_v1_3-tiny": Preset("transformer", "OpenSoraT2V_v1_3", _TRANSFORMER_TINY, "4 layers x 48 wide"),
+    "WFVAEModel_D8_4x8x8": Preset("vae", "WFVAEModel", _WFVAE_D8, "the released WF-VAE (145.6 M parameters)"),
+    "WFVAEModel_D8_4x8x8-tiny": Preset("vae", "WFVAEModel", _WFVAE_TINY, "base width 8, for tests"),
+    "t5-tiny": Preset("text_encoder", "T5EncoderModel", _T5_TINY, "2-layer T5 encoder (d_model 32), ByT5 tokenizer"),
+}
+
+
+def model_class(class_name: str) -> type:
+    """The class behind a `_class_name` (ours, or a transformers encoder)."""
+    if class_name in ("OpenSoraT2V_v1_3", "OpenSoraInpaint_v1_3"):
+        from opensora_cli.models import transformer_opensora
+
+        return getattr(transformer_opensora, class_name)
+    if class_name == "WFVAEModel":
+        from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+
+        return WFVAEModel
+    import transformers
+
+    return getattr(transformers, class_name)
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(PRESETS)}"
+        raise KeyError(f"unknown model preset '{name}' — {hint}") from None
+
+
+def build(name: str, device: torch.device | str | None = None, dtype: torch.dtype | None = None, **overrides):
+    """Instantiate a preset with random weights (on the meta device: shapes only, no memory).
+
+    Args:
+        overrides: constructor arguments that replace the preset's.
+    """
+    preset = get_preset(name)
+    cls = model_class(preset.class_name)
+    kwargs = {**preset.kwargs, **overrides}
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        if preset.kind == "text_encoder":
+            import transformers
+
+            model = cls(transformers.T5Config(**kwargs))
+        else:
+            model = cls(**kwargs)
+    return model.to(dtype) if dtype is not None else model
+
+
+def _randomise_(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Give every parameter non-trivial random values (zero-initialised branches included), scaled by fan-in,
+    so that a random model exercises every path; norm weights near 1."""
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if not param.requires_grad:
+                continue  # fixed filters (the VAE's Haar transforms) keep their values
+            if param.dim() >= 2:
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
+            elif "norm" in name and name.endswith("weight"):
+                param.copy_(1 + 0.1 * torch.randn(param.shape, generator=generator))
+            else:
+                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+
+
+def write_random_model_folder(
+    root: str | Path,
+    transformer: str = "OpenSoraInpaint_v1_3-tiny",
+    vae: str = "WFVAEModel_D8_4x8x8-tiny",
+    text_encoder: str = "t5-tiny",
+    seed: int = 0,
+    max_shard_size: str = "5GB",
+) -> dict[str, Path]:
+    """Write `root/{transformer,vae,text_encoder}` with random weights, each loadable like the released folders.
+
+    The transformer is saved in diffusers' sharded layout when it exceeds `max_shard_size` (the released
+    transformer is two shards and an index); the text encoder folder holds a transformers T5 encoder and
+    the file-less ByT5 tokenizer, so no download is needed.
+
+    Returns:
+        {"transformer": path, "vae": path, "text_encoder": path}
+    """
+    import transformers
+
+    root = Path(root)
+    generator = torch.Generator().manual_seed(seed)
+    paths = {}
+    text = build(text_encoder)
+    _randomise_(text, generator)
+    caption_channels = text.config.d_model
+    for kind, name in (("transformer", transformer), ("vae", vae)):
+        overrides = {"caption_channels": caption_channels} if kind == "transformer" else {}
+        model = build(name, **overrides)
+        _randomise_(model, generator)
+        paths[kind] = root / kind
+        # Like the released folders: the transformer may be sharded, the VAE is one file.
+        shard = max_shard_size if kind == "transformer" else "100GB"
+        model.save_pretrained(paths[kind], safe_serialization=True, max_shard_size=shard)
+    paths["text_encoder"] = root / "text_encoder"
+    text.save_pretrained(paths["text_encoder"], safe_serialization=True)
+    transformers.ByT5Tokenizer().save_pretrained(paths["text_encoder"])
+    return paths

@@ -1,0 +1,108 @@
+"""Text encoder: a thin wrapper over transformers' T5-family encoders (mT5-XXL for the released model).
+
+The released transformer reads the last hidden state of mT5-XXL's encoder (d_model 4096) for 512 tokens,
+padded, with the attention mask. Any folder holding a T5, mT5 or UMT5 encoder checkpoint and its tokenizer
+loads (offline, no remote code); tiny test encoders use a T5 config with the file-less ByT5 tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from opensora_cli.errors import ModelLoadError
+
+# The reference's inference template around each prompt (the whitespace matters for token parity).
+POSITIVE_TEMPLATE = "\n    high quality, high aesthetic, {}\n    "
+# The reference sample script's negative prompt (note the space before the second newline).
+DEFAULT_NEGATIVE_PROMPT = (
+    "\n    nsfw, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, "
+    "worst quality, \n    low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry.\n    "
+)
+DEFAULT_MAX_LENGTH = 512
+
+_ENCODER_CLASSES = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+
+
+def apply_template(prompt: str) -> str:
+    """The prompt as the released model saw it at inference: wrapped in `POSITIVE_TEMPLATE`."""
+    return POSITIVE_TEMPLATE.format(prompt)
+
+
+class TextEncoder(nn.Module):
+    """Frozen T5-family encoder and its tokenizer.
+
+    Args:
+        encoder: a transformers `T5EncoderModel` / `MT5EncoderModel` / `UMT5EncoderModel`.
+        tokenizer: the matching tokenizer.
+        max_length: tokens per prompt (padded and truncated to it).
+    """
+
+    def __init__(self, encoder: nn.Module, tokenizer, max_length: int = DEFAULT_MAX_LENGTH) -> None:
+        super().__init__()
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.d_model
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        max_length: int = DEFAULT_MAX_LENGTH,
+    ) -> TextEncoder:
+        """Load encoder and tokenizer from a local folder (config.json, weights, tokenizer files)."""
+        import transformers
+
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise ModelLoadError(f"{folder}: not a text encoder folder (no config.json) — pass a local mT5/T5 folder")
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        class_name = _ENCODER_CLASSES.get(config.model_type)
+        if class_name is None:
+            raise ModelLoadError(
+                f"{folder}: model type '{config.model_type}' is not a T5-family encoder — use one of "
+                f"{', '.join(sorted(_ENCODER_CLASSES))}"
+            )
+        encoder_class = getattr(transformers, class_name)
+        try:
+            encoder = encoder_class.from_pretrained(folder, dtype=dtype, local_files_only=True)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{folder}: cannot load the text encoder ({exc})") from exc
+        model = cls(encoder, tokenizer, max_length)
+        return model.to(device) if device is not None else model
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask, both (B, max_length) int64."""
+        batch = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        return batch.input_ids, batch.attention_mask
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode prompts as given (apply `apply_template` first for the reference's inference template).
+
+        Returns:
+            embeddings (B, 1, L, hidden_size) in the encoder's dtype, and the mask (B, 1, L) int64, 1 = token;
+            the singleton axis is the reference's "number of captions" axis the transformer expects.
+        """
+        input_ids, attention_mask = self.tokenize(prompts)
+        device = next(self.encoder.parameters()).device
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return hidden.unsqueeze(1), attention_mask.unsqueeze(1)
