@@ -93,10 +93,10 @@ def opensora_executable() -> str:
 def installed_cli(tmp_path):
     """Run the installed `opensora` console script as a subprocess."""
 
-    def run(*args: str, cwd: Path | None = None, timeout: float = 120) -> Result:
+    def run(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict | None = None) -> Result:
         proc = subprocess.run(
             [opensora_executable(), *map(str, args)], cwd=cwd or tmp_path, capture_output=True, text=True,
-            timeout=timeout,
+            timeout=timeout, env={**os.environ, **(env or {})},
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from opensora_cli import __version__
-from opensora_cli.cli import mask_preview, validate
+from opensora_cli.cli import mask_preview, sample, validate
 from opensora_cli.cli.common import click_exceptions, state
 
 app = typer.Typer(
@@ -44,6 +44,7 @@ def _root(
 
 app.command("validate-inputs")(validate.validate_inputs_command)
 app.command("mask-preview")(mask_preview.mask_preview_command)
+app.command("sample")(sample.sample_command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     click = click_exceptions()
 
     state.verbose = False
+    state.argv = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="opensora", standalone_mode=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import typer
 
@@ -10,6 +10,7 @@ import typer
 @dataclass
 class State:
     verbose: bool = False
+    argv: list[str] = field(default_factory=list)  # the arguments main() ran with (relaunched by --nproc)
 
 
 state = State()

@@ -68,3 +68,33 @@ def print_report(report: ValidationReport, console: Console, verbose: bool = Fal
                       + (f", {len(report.warnings)} warning(s)" if report.warnings else "") + ".")
     else:
         console.print(f"[red]{len(report.problems)} problem(s)[/red] in {lines} line(s); nothing was run.")
+
+
+def print_sample_summary(summary, console: Console) -> None:
+    """A table of the outputs on a terminal (plain lines otherwise), then one line of totals."""
+    def kept(r) -> str:
+        return (",".join(map(str, r.kept_frames[:6])) + ("..." if len(r.kept_frames) > 6 else "")) or "-"
+
+    def timing(r) -> str:
+        return "skipped (exists)" if r.skipped else f"{r.seconds:.1f} s ({r.seconds_per_step:.3f} s/step)"
+
+    if console.is_terminal:
+        table = Table(title=f"{len(summary.results)} output(s) — {summary.mode}, {summary.world_size} process(es), "
+                            f"{summary.device}, {summary.dtype}")
+        for name in ("line", "sample", "mask", "kept", "time", "video"):
+            table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=len(name),
+                             max_width=32 if name == "video" else None)
+        for r in summary.results:
+            table.add_row(str(r.line), str(r.sample), r.mask_type, kept(r), timing(r), r.video.name)
+        console.print(table)
+        if summary.results:
+            console.print(f"in {summary.results[0].video.parent}", soft_wrap=True)
+    else:
+        for r in summary.results:
+            console.print(f"line {r.line} #{r.sample}: {r.mask_type} (kept {kept(r)}), {timing(r)} -> {r.video}",
+                          markup=False, soft_wrap=True)
+    made = [r for r in summary.results if not r.skipped]
+    memory = f", peak GPU memory {summary.peak_memory_gib:.2f} GiB" if summary.peak_memory_gib is not None else ""
+    console.print(f"{len(made)} generated, {len(summary.results) - len(made)} skipped (already there); "
+                  f"{summary.mode} on {summary.world_size} process(es), {summary.device}, {summary.dtype}; models "
+                  f"loaded in {summary.load_seconds:.1f} s{memory}.", soft_wrap=True)

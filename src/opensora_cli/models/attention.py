@@ -11,13 +11,16 @@ axis (new batch index = group * B + b):
 Sequence-parallel seam
 ----------------------
 Under sequence parallelism (the reference's `--sp`) each rank holds a contiguous slice of the video tokens
-(latent frames) and of the text tokens. Inside every attention an all-to-all gathers the sequence and
+(latent frames) and the whole text. Inside every self-attention an all-to-all gathers the sequence and
 scatters the heads before RoPE, so that RoPE, Skiparse and the masks all see the full sequence, with
-heads / sp heads per rank; the inverse all-to-all runs before the output projection. `AttnProcessor` has
-three hooks for that, identities on one device:
+heads / sp heads per rank; the inverse all-to-all runs before the output projection. Cross-attention does
+not communicate: each query row is independent of the others, so the local video queries attend to the full
+text as they are (the reference shards the text as well, which needs its 512 tokens divisible by sp and
+buys nothing). `AttnProcessor` has three hooks for that, identities on one device:
 
-* `gather_sequence(query, key, value)`: each (B, S_local, heads, Dh) -> (B, S, heads / sp, Dh);
-* `scatter_sequence(hidden_states)`: (B, N, heads / sp, Dh) -> (B, N_local, heads, Dh);
+* `gather_sequence(query, key, value)`: each (B, N_local, heads, Dh) -> (B, N, heads / sp, Dh), self-attention
+  only;
+* `scatter_sequence(hidden_states)`: (B, N, heads / sp, Dh) -> (B, N_local, heads, Dh), self-attention only;
 * `full_grid(grid)`: the local token grid (T / sp, H, W) -> the full grid (T, H, W), from which the model
   builds the RoPE tables and the Skiparse padding. The video and text masks given to the model are full
   length, as in the reference.
@@ -145,7 +148,8 @@ class AttnProcessor:
 
     Self-attention when `encoder_hidden_states` is None (RoPE and Skiparse apply), cross-attention otherwise
     (always dense: a Skiparse layer's queries would each still see every text token, so regrouping them as the
-    reference does changes nothing but the cost). See the module docstring for the sequence-parallel hooks.
+    reference does changes nothing but the cost). See the module docstring for the sequence-parallel hooks,
+    which only self-attention calls.
     """
 
     def gather_sequence(
@@ -176,8 +180,10 @@ class AttnProcessor:
         key = attn.to_k(context).unflatten(-1, (attn.heads, -1))  # (B, S, heads, Dh)
         value = attn.to_v(context).unflatten(-1, (attn.heads, -1))  # (B, S, heads, Dh)
 
-        # 2. Sequence parallel: full sequence, fewer heads (identity here)
-        query, key, value = self.gather_sequence(query, key, value)
+        # 2. Sequence parallel, self-attention only: full sequence, fewer heads (identity here). Rows of
+        #    cross-attention are independent: local queries against the whole text need no exchange.
+        if encoder_hidden_states is None:
+            query, key, value = self.gather_sequence(query, key, value)  # (B, N, heads / sp, Dh)
 
         # 3. RoPE-3D on queries and keys of self-attention (positions of the full grid)
         if rotary_emb is not None:
@@ -203,7 +209,8 @@ class AttnProcessor:
         # 6. Undo the regrouping, drop the padding
         if sparse_n > 1:
             hidden_states = skiparse_ungroup(hidden_states, sparse_n, attn.sparse_group)[:, :num_tokens]
-        hidden_states = self.scatter_sequence(hidden_states)  # (B, N_local, heads, Dh)
+        if encoder_hidden_states is None:
+            hidden_states = self.scatter_sequence(hidden_states)  # (B, N_local, heads, Dh)
 
         # 7. Output projection
         hidden_states = attn.to_out[0](hidden_states.flatten(2))  # (B, N_local, heads*Dh)

@@ -151,4 +151,5 @@ def load_pretrained(
     if problems:
         raise ModelLoadError(f"{folder}: weights do not match {model_class.__name__}: " + "; ".join(problems))
     model.load_state_dict(state, strict=False, assign=meta_init)
-    return model.to(device=device, dtype=dtype).eval()
+    with _quiet_diffusers():  # diffusers warns on every .to(dtype) that no module asked to stay in fp32
+        return model.to(device=device, dtype=dtype).eval()

@@ -50,6 +50,15 @@ class TextEncoder(nn.Module):
     def hidden_size(self) -> int:
         return self.encoder.config.d_model
 
+    @property
+    def device(self) -> torch.device:
+        """Where the encoder's weights are (diffusers pipelines ask their components)."""
+        return self.encoder.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.dtype
+
     @classmethod
     def from_pretrained(
         cls,
@@ -72,6 +81,7 @@ class TextEncoder(nn.Module):
                 f"{', '.join(sorted(_ENCODER_CLASSES))}"
             )
         encoder_class = getattr(transformers, class_name)
+        transformers.utils.logging.disable_progress_bar()  # our own progress display owns the terminal
         try:
             encoder = encoder_class.from_pretrained(folder, dtype=dtype, local_files_only=True)
             tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -102,7 +112,6 @@ class TextEncoder(nn.Module):
             the singleton axis is the reference's "number of captions" axis the transformer expects.
         """
         input_ids, attention_mask = self.tokenize(prompts)
-        device = next(self.encoder.parameters()).device
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return hidden.unsqueeze(1), attention_mask.unsqueeze(1)

@@ -22,6 +22,7 @@ from opensora_cli.data.resolution import (
     MIN_MAX_HXW,
     arbitrary_output_size,
 )
+from opensora_cli.masks.planning import plan_line
 from opensora_cli.masks.types import MaskType
 from opensora_cli.schemas.inputs import (
     CondItem,
@@ -257,7 +258,11 @@ class LineChecker:
                 else:
                     usable.append(r)
 
-        mask_type, indices = self._plan(resolved, bad)
+        plan = plan_line([r.kind for r in resolved], [r.spec.index for r in resolved], self.request.mask_type,
+                         self.request.num_frames)
+        for what, fix in plan.problems:
+            bad(what, fix)
+        mask_type, indices = plan.mask_type, plan.frame_indices
 
         frames = req.num_frames
         for r in usable:
@@ -285,63 +290,6 @@ class LineChecker:
             ],
         )
         return item, problems, warnings
-
-    def _plan(self, resolved: list[_Resolved], bad) -> tuple[MaskType | None, list[int] | None]:
-        """The line's mask type and kept frame indices (images) from its inputs and --mask-type."""
-        requested: MaskType | None = self.request.mask_type
-        frames: int | None = self.request.num_frames
-        kinds = [r.kind for r in resolved]
-        if not resolved:
-            if requested not in (None, MaskType.t2iv):
-                bad(f"mask type {requested} needs conditions, this line has none",
-                    "add images or a video to the line, or use --mask-type t2iv")
-                return requested, None
-            return MaskType.t2iv, []
-        if "video" in kinds:
-            if len(resolved) > 1:
-                bad("a video must be alone on its line", "put images and videos on separate lines")
-            if any(r.spec.index is not None for r in resolved):
-                bad("a frame index (@N) applies to images only", "remove the @N after the video")
-            if requested == MaskType.t2iv:
-                bad("t2iv keeps no frames, but the line has a video", "remove the video or choose another --mask-type")
-            return requested or MaskType.continuation, None
-        if None in kinds:
-            return requested, None
-
-        # Images: explicit indices, or defaults by count and type.
-        given = [r.spec.index for r in resolved]
-        count = len(resolved)
-        if any(i is not None for i in given) and any(i is None for i in given):
-            bad("some images have a frame index and some do not",
-                "give every image an index (a.png@0,b.png@40) or none")
-            return requested, None
-        if frames is None:
-            return requested, None
-        if requested == MaskType.t2iv:
-            bad("t2iv keeps no frames, but the line has images", "remove the images or choose another --mask-type")
-            return requested, None
-        if given[0] is not None:
-            out_of_range = [i for i in given if not -frames <= i < frames]
-            if out_of_range:
-                bad(f"frame index {out_of_range[0]} is outside a {frames}-frame video",
-                    f"use indices in [{-frames}, {frames - 1}] (negative count from the end)")
-                return requested, None
-            indices = [i % frames for i in given]
-        else:
-            indices = _default_indices(requested, count, frames)
-            if indices is None:
-                what = f"{count} images" if requested is None else f"mask type {requested} with {count} images"
-                bad(f"{what} need frame indices", "write each image as path@frame, e.g. a.png@0,b.png@40,c.png@92")
-                return requested, None
-        if len(set(indices)) != len(indices):
-            bad(f"two images go to the same frame ({', '.join(map(str, indices))})",
-                "give each image its own frame index")
-            return requested, None
-        fitted = requested or _type_of_indices(indices, frames)
-        message = _mismatch(fitted, indices, frames)
-        if message:
-            bad(message, "change the images or their @frame indices, or choose another --mask-type")
-        return fitted, indices
 
     def _output_size(self, number: int, infos: list[MediaInfo], bad, warnings: list[Problem]):
         req = self.request
@@ -380,47 +328,3 @@ class LineChecker:
                                        f"output aspect {size[0]}x{size[1]} is outside the trained range 1:2 to 2:1",
                                        "crop the inputs or use --crop-for-hw"))
         return size
-
-
-def _default_indices(mask_type: MaskType | None, count: int, frames: int) -> list[int] | None:
-    """Frame indices for images written without @N, or None when they must be given."""
-    if mask_type is None:
-        return [0] if count == 1 else [0, frames - 1] if count == 2 else None
-    if mask_type == MaskType.transition and count == 2:
-        return [0, frames - 1]
-    if mask_type in (MaskType.i2v, MaskType.transition, MaskType.continuation, MaskType.clear):
-        return list(range(count))  # in order from frame 0; `_mismatch` says when that cannot fit the type
-    return None  # random_temporal: where the images go is the user's choice
-
-
-def _type_of_indices(indices: list[int], frames: int) -> MaskType:
-    """The mask type that keeps exactly these frames."""
-    kept = sorted(indices)
-    if kept == [0]:  # first, so that one image of a one-frame video is i2v, as in the reference
-        return MaskType.i2v
-    if kept == [0, frames - 1]:
-        return MaskType.transition
-    if kept == list(range(frames)):
-        return MaskType.clear
-    return MaskType.random_temporal
-
-
-def _mismatch(mask_type: MaskType, indices: list[int], frames: int) -> str | None:
-    """Why images at `indices` do not make a `mask_type` mask, or None when they do."""
-    kept = sorted(indices)
-    shown = ", ".join(map(str, kept))
-    rules = {
-        MaskType.i2v: (kept == [0], "i2v keeps frame 0 only: give exactly one image at frame 0"),
-        MaskType.transition: (
-            kept == sorted({0, frames - 1}) and len(kept) == 2,
-            f"transition keeps the first and last frames: give two images, at 0 and {frames - 1}",
-        ),
-        MaskType.continuation: (
-            kept == list(range(len(kept))),
-            "continuation keeps a leading run of frames: give images at 0, 1, 2, ...",
-        ),
-        MaskType.clear: (kept == list(range(frames)), f"clear keeps every frame: give {frames} images or a video"),
-        MaskType.random_temporal: (True, ""),
-    }
-    fits, why = rules[mask_type]
-    return None if fits else f"{why} (got frames {shown})"

@@ -1,0 +1,104 @@
+"""`opensora sample`: generate videos from prompt and condition files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from opensora_cli.cli.common import VerboseOption, console, state
+from opensora_cli.cli.validate import (
+    CondsOption,
+    CropOption,
+    HeightOption,
+    MaskTypeOption,
+    MaxHxwOption,
+    NumFramesOption,
+    PromptsOption,
+    WidthOption,
+)
+from opensora_cli.masks.types import MaskType
+
+
+def sample_command(
+    prompts: Path = PromptsOption,
+    conds: Optional[Path] = CondsOption,
+    mask_type: Optional[MaskType] = MaskTypeOption,
+    model: Optional[Path] = typer.Option(
+        None, "--model", help="Transformer folder (released any93x640x640_i2v), or a folder with transformer/, "
+        "vae/ and text_encoder/."),
+    vae: Optional[Path] = typer.Option(None, "--vae", help="WF-VAE folder [default: vae/ next to --model]."),
+    text_encoder: Optional[Path] = typer.Option(
+        None, "--text-encoder", help="mT5/T5 encoder folder [default: text_encoder/ or mt5-xxl/ next to --model]."),
+    output_dir: Path = typer.Option(Path("samples"), "--output-dir", "-o", help="Where videos and sidecars go."),
+    num_frames: int = NumFramesOption,
+    height: Optional[int] = HeightOption,
+    width: Optional[int] = WidthOption,
+    crop_for_hw: bool = CropOption,
+    max_hxw: int = MaxHxwOption,
+    steps: int = typer.Option(100, "--steps", help="Denoising steps."),
+    guidance_scale: float = typer.Option(7.5, "--guidance-scale", help="Classifier-free guidance (<= 1: off)."),
+    guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="CFG rescale phi in [0, 1]."),
+    sampler: str = typer.Option("EulerAncestralDiscrete", "--sampler", help="Sampler (see README for the list)."),
+    seed: int = typer.Option(1234, "--seed", help="Base seed; each line and sample derives its own from it."),
+    num_samples_per_prompt: int = typer.Option(1, "--num-samples-per-prompt", help="Videos per prompt."),
+    noise_strength: float = typer.Option(0.0, "--noise-strength", help="Noise on kept frames, in [0, 1]."),
+    negative_prompt: Optional[str] = typer.Option(
+        None, "--negative-prompt", help="Negative prompt [default: the reference's]; '' for none."),
+    fps: int = typer.Option(18, "--fps", help="Frames per second of the written mp4."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or npu [default: cuda, npu, cpu]."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32, bf16 or fp16 [default: fp32 on CPU, else bf16]."),
+    nproc: int = typer.Option(1, "--nproc", help="Processes (one per device); prompts are split between them."),
+    sp: bool = typer.Option(False, "--sp", help="Sequence parallel: the --nproc processes share each video."),
+    vae_tiling: bool = typer.Option(True, "--vae-tiling/--no-vae-tiling", help="Decode in temporal chunks."),
+    cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep models on the CPU until they run."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the transformer blocks (GPU)."),
+    sample_posterior: bool = typer.Option(
+        False, "--vae-sample-posterior", help="Encode conditions with a posterior sample (the reference)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+    json_output: bool = typer.Option(False, "--json", help="Print the list of outputs as JSON."),
+    verbose: bool = VerboseOption,
+) -> None:
+    """Generate one video per prompt line (and sample) from its conditions; each written as mp4 + JSON sidecar."""
+    inputs = dict(prompts=prompts, conds=conds, mask_type=mask_type, num_frames=num_frames, height=height,
+                  width=width, crop_for_hw=crop_for_hw, max_hxw=max_hxw)
+    options = dict(model=model, vae=vae, text_encoder=text_encoder, output_dir=output_dir, steps=steps,
+                   guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, sampler=sampler, seed=seed,
+                   num_samples_per_prompt=num_samples_per_prompt, noise_strength=noise_strength,
+                   negative_prompt=negative_prompt, fps=fps, device=device, dtype=dtype, nproc=nproc, sp=sp,
+                   vae_tiling=vae_tiling, cpu_offload=cpu_offload, compile=compile_model,
+                   sample_posterior=sample_posterior,
+                   overwrite=overwrite)
+    from opensora_cli.cli.render import print_problems
+    from opensora_cli.distributed.launch import is_distributed_child, launch
+
+    if nproc > 1 and not is_distributed_child():
+        from opensora_cli.services.sampling import check_sample_request
+
+        _, _, _, problems = check_sample_request(inputs, options)  # fail here, before starting processes
+        if problems:
+            print_problems(problems, console(), "problem", "red")
+            raise typer.Exit(1)
+        raise typer.Exit(launch(nproc, state.argv))
+
+    from opensora_cli.cli.progress import RichReporter
+    from opensora_cli.errors import ValidationFailed
+    from opensora_cli.services.sampling import run_sampling
+
+    lead = os.environ.get("RANK", "0") == "0"
+    try:
+        summary = run_sampling(inputs, options, RichReporter(enabled=lead and not json_output))
+    except ValidationFailed as exc:
+        if lead:
+            print_problems(exc.report.problems, console(), "problem", "red")
+        raise typer.Exit(1) from None
+    if not lead:
+        return
+    if json_output:
+        print(summary.model_dump_json())
+        return
+    from opensora_cli.cli.render import print_sample_summary
+
+    print_sample_summary(summary, console())

@@ -1,0 +1,1 @@
+"""Sampling: the scheduler registry and the conditioned (inpaint) video pipeline."""

@@ -1,0 +1,294 @@
+"""OpenSoraInpaintPipeline: conditioned video generation with Open-Sora Plan v1.3 (one prompt per call).
+
+    pipe = OpenSoraInpaintPipeline(text_encoder, vae, transformer, scheduler)
+    out = pipe("a red ball rolls", conditions=["ball.png"], num_frames=29, generator=torch.Generator().manual_seed(0))
+    out.videos  # (1, 29, H, W, 3) uint8
+
+The condition frames (images at frame indices, or the first frames of a video) are placed on a T-frame canvas
+whose unknown frames are black, encoded by the VAE and given to the transformer with the compressed mask;
+the model then denoises the whole video (the kept frames are regenerated, not pasted).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+
+from opensora_cli.data.resolution import DEFAULT_MAX_HXW, MODEL_HW_STRIDE
+from opensora_cli.masks.compressor import MaskCompressor
+from opensora_cli.masks.noise import GaussianNoiseAdder
+from opensora_cli.masks.patterns import as_random, frame_pattern, pattern_from_indices
+from opensora_cli.masks.planning import plan_line
+from opensora_cli.masks.types import MaskType
+from opensora_cli.models.text_encoder import apply_template
+
+StepCallback = Callable[[int, int, float], None]  # (step index, number of steps, timestep)
+
+
+@dataclass
+class OpenSoraPipelineOutput(BaseOutput):
+    """`videos`: (B, T, H, W, 3) uint8 numpy ("np"), (B, 3, T, H, W) float in [0, 1] ("pt") or latents ("latent").
+    `mask_type`, `kept_frames`: the mask that was used (kept pixel frames, 0-based)."""
+
+    videos: Any
+    mask_type: MaskType
+    kept_frames: list[int]
+
+
+class OpenSoraInpaintPipeline(DiffusionPipeline):
+    """Image-to-video, transition, continuation and the other v1.3 masks.
+
+    Args:
+        text_encoder: `opensora_cli.models.text_encoder.TextEncoder` (encoder + tokenizer).
+        vae: `WFVAEModel`.
+        transformer: `OpenSoraInpaint_v1_3`.
+        scheduler: a diffusers scheduler set up for the model (see `pipelines.schedulers.make_scheduler`).
+    """
+
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+
+    def __init__(self, text_encoder, vae, transformer, scheduler) -> None:
+        super().__init__()
+        self.register_modules(text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
+        self.mask_compressor = MaskCompressor(*vae.vae_scale_factor)
+        # Set by the sampling service under sequence parallelism (distributed.sequence_parallel).
+        self.sequence_parallel = None
+
+    # -- 1. checks -------------------------------------------------------------------------------------------
+
+    def check_inputs(self, num_frames: int, height: int | None, width: int | None, crop_for_hw: bool,
+                     guidance_scale: float, noise_strength: float, num_samples_per_prompt: int) -> None:
+        if num_frames < 1 or (num_frames - 1) % self.vae.vae_scale_factor[0]:
+            raise ValueError(f"num_frames must be 1 + {self.vae.vae_scale_factor[0]}k, got {num_frames}")
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and (value < MODEL_HW_STRIDE or value % MODEL_HW_STRIDE):
+                raise ValueError(f"{name} must be a positive multiple of {MODEL_HW_STRIDE}, got {value}")
+        if crop_for_hw and (height is None or width is None):
+            raise ValueError("crop_for_hw needs height and width")
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        if not 0.0 <= noise_strength <= 1.0:
+            raise ValueError(f"noise_strength must be in [0, 1], got {noise_strength}")
+        if num_samples_per_prompt < 1:
+            raise ValueError(f"num_samples_per_prompt must be >= 1, got {num_samples_per_prompt}")
+
+    # -- 2. text ---------------------------------------------------------------------------------------------
+
+    def encode_prompt(
+        self, prompt: str, negative_prompt: str | None, do_cfg: bool, use_template: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text states and mask, (1 or 2, 1, L, C) and (1 or 2, 1, L): rows [negative; prompt] with CFG."""
+        texts = [apply_template(prompt) if use_template else prompt]
+        if do_cfg:
+            texts.insert(0, negative_prompt or "")
+        return self.text_encoder(texts)
+
+    # -- 3. conditions ---------------------------------------------------------------------------------------
+
+    def prepare_conditions(
+        self,
+        conditions: Sequence[str | Path | torch.Tensor | np.ndarray] | None,
+        frame_indices: Sequence[int] | None,
+        mask_type: MaskType | str | None,
+        num_frames: int,
+        height: int | None,
+        width: int | None,
+        crop_for_hw: bool,
+        max_hxw: int,
+        rng,
+    ) -> tuple[torch.Tensor, list[int], MaskType]:
+        """The masked clip and its pattern.
+
+        Returns:
+            masked pixels (3, T, H, W) in [-1, 1] with unknown frames black (-1), the pattern (T ints,
+            1 = generate) and the mask type.
+        """
+        from opensora_cli.data.transforms import load_condition_frames, resize_conditions
+
+        conditions = list(conditions or [])
+        kinds, clips = [], []
+        for item in conditions:
+            if isinstance(item, (str, Path)):
+                from opensora_cli.data.media import media_kind
+
+                kind = media_kind(item)
+                if kind is None:
+                    raise ValueError(f"'{item}' is not a supported image or video")
+                clips.extend(load_condition_frames([str(item)], kind, num_frames))
+            else:
+                frames = torch.as_tensor(np.asarray(item) if not isinstance(item, torch.Tensor) else item)
+                if frames.ndim == 3:
+                    frames = frames.permute(2, 0, 1)[None] if frames.shape[-1] == 3 else frames[None]
+                kind = "image" if frames.shape[0] == 1 else "video"
+                clips.append(frames)
+            kinds.append(kind)
+        indices = list(frame_indices) if frame_indices is not None else [None] * len(conditions)
+        if len(indices) != len(conditions):
+            raise ValueError(f"{len(indices)} frame indices for {len(conditions)} conditions")
+        plan = plan_line(kinds, indices, mask_type, num_frames)
+        if plan.problems:
+            raise ValueError("; ".join(f"{what} ({fix})" for what, fix in plan.problems))
+        if "video" in kinds and clips[0].shape[0] < num_frames:
+            raise ValueError(f"the video has {clips[0].shape[0]} frames, {num_frames} needed")
+
+        if not clips:
+            if height is None or width is None:
+                raise ValueError("without conditions, give height and width")
+            canvas = torch.full((3, num_frames, height, width), -1.0)
+            return canvas, frame_pattern(MaskType.t2iv, num_frames), MaskType.t2iv
+        resized, (out_h, out_w) = resize_conditions(
+            [c[:num_frames] for c in clips], crop_for_hw=crop_for_hw, height=height, width=width, max_hxw=max_hxw
+        )
+        if plan.frame_indices is None:  # a video: the mask type's generator decides what is kept
+            video = resized[0]  # (T, 3, H, W)
+            pattern = frame_pattern(plan.mask_type, num_frames, rng)
+        else:
+            video = torch.full((num_frames, 3, out_h, out_w), -1.0)
+            for index, image in zip(plan.frame_indices, resized):
+                video[index] = image[0]
+            pattern = pattern_from_indices(num_frames, plan.frame_indices)
+        keep = torch.tensor(pattern).view(-1, 1, 1, 1) == 0
+        masked = torch.where(keep, video, torch.full_like(video, -1.0))
+        return masked.permute(1, 0, 2, 3), pattern, plan.mask_type
+
+    # -- 4. the call -----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        conditions: Sequence[str | Path | torch.Tensor | np.ndarray] | None = None,
+        frame_indices: Sequence[int] | None = None,
+        mask_type: MaskType | str | None = None,
+        num_frames: int = 93,
+        height: int | None = None,
+        width: int | None = None,
+        crop_for_hw: bool = False,
+        max_hxw: int = DEFAULT_MAX_HXW,
+        num_inference_steps: int = 100,
+        guidance_scale: float = 7.5,
+        guidance_rescale: float = 0.0,
+        negative_prompt: str | None = None,
+        use_prompt_template: bool = True,
+        num_samples_per_prompt: int = 1,
+        noise_strength: float = 0.0,
+        sample_posterior: bool = False,
+        generator: torch.Generator | None = None,
+        output_type: str = "np",
+        prompt_embeds: tuple[torch.Tensor, torch.Tensor] | None = None,
+        callback: StepCallback | None = None,
+    ) -> OpenSoraPipelineOutput:
+        """Generate `num_samples_per_prompt` videos for one prompt.
+
+        Args:
+            prompt: the text (wrapped in the reference's template unless `use_prompt_template=False`).
+            conditions: image paths/arrays, or one video path/array ((T, H, W, 3) or (T, 3, H, W) uint8).
+            frame_indices: kept frame of each image (negative from the end); None = defaults by count.
+            mask_type: None = from the inputs (see `masks.planning`).
+            num_frames: 1 + 4k. height/width: output size with `crop_for_hw`, or for text only.
+            max_hxw: area cap of the arbitrary-resolution mode.
+            guidance_scale: classifier-free guidance; <= 1 disables it (one forward per step).
+            guidance_rescale: phi of "Common Diffusion Noise Schedules are Flawed" (0 = off).
+            negative_prompt: the unconditional text ("" when None, as the reference's pipeline).
+            noise_strength: sigma of Gaussian noise on the kept frames (0 = none).
+            sample_posterior: encode conditions with a posterior sample (the reference) instead of its mean.
+            generator: the only source of randomness (initial noise, sampler noise, random masks).
+            output_type: "np", "pt" or "latent".
+            prompt_embeds: precomputed `encode_prompt` output (then the text encoder is not used).
+            callback: called after each step with (index, steps, timestep).
+        """
+        self.check_inputs(num_frames, height, width, crop_for_hw, guidance_scale, noise_strength,
+                          num_samples_per_prompt)
+        device = self._execution_device
+        dtype = self.transformer.dtype
+        do_cfg = guidance_scale > 1.0
+        batch = num_samples_per_prompt
+
+        # 1. Text: (1 or 2, 1, L, C) -> repeated per sample, [negative x B; prompt x B]
+        embeds, text_mask = prompt_embeds if prompt_embeds is not None else self.encode_prompt(
+            prompt, negative_prompt, do_cfg, use_prompt_template
+        )
+        embeds = embeds.to(device=device, dtype=dtype).repeat_interleave(batch, dim=0)
+        text_mask = text_mask.to(device).repeat_interleave(batch, dim=0)
+
+        # 2. Conditions: masked clip (3, T, H, W), pattern, type; noise on kept frames; VAE; latent mask
+        rng = as_random(generator)
+        masked, pattern, used_type = self.prepare_conditions(
+            conditions, frame_indices, mask_type, num_frames, height, width, crop_for_hw, max_hxw, rng
+        )
+        _, _, out_h, out_w = masked.shape
+        masked = masked[None].expand(batch, -1, -1, -1, -1).to(device=device, dtype=self.vae.dtype)
+        pixel_mask = torch.tensor(pattern, dtype=self.vae.dtype, device=device).view(1, 1, -1, 1, 1)
+        pixel_mask = pixel_mask.expand(batch, 1, num_frames, out_h, out_w)  # (B, 1, T, H, W), 1 = generate
+        noise_adder = GaussianNoiseAdder.for_inference(noise_strength)
+        if noise_adder is not None:
+            masked = noise_adder(masked, pixel_mask, generator)
+        masked_latents = self.vae.encode_latents(masked, sample_posterior=sample_posterior, generator=generator)
+        latent_mask = self.mask_compressor(pixel_mask)  # (B, 4, T', h, w)
+        condition = torch.cat([masked_latents, latent_mask], dim=1).to(dtype)  # (B, 8 + 4, T', h, w)
+        if do_cfg:
+            condition = torch.cat([condition, condition])
+
+        # 3. Timesteps and initial noise (drawn on the generator's device: same numbers on CPU and GPU)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        latent_shape = (batch, self.transformer.config.in_channels, *masked_latents.shape[2:])
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        latents = torch.randn(latent_shape, generator=generator, device=gen_device, dtype=torch.float32)
+        latents = latents.to(device) * self.scheduler.init_noise_sigma
+        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+
+        # 4. Denoising loop
+        for index, t in enumerate(timesteps):
+            model_input = torch.cat([latents, latents]) if do_cfg else latents
+            model_input = self.scheduler.scale_model_input(model_input, t).to(dtype)
+            model_input = torch.cat([model_input, condition], dim=1)  # (B', 20, T', h, w)
+            velocity = self._transformer(model_input, t, embeds, text_mask)
+            if do_cfg:
+                uncond, cond = velocity.float().chunk(2)
+                guided = uncond + guidance_scale * (cond - uncond)
+                if guidance_rescale > 0:
+                    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+                    guided = rescale_noise_cfg(guided, cond, guidance_rescale=guidance_rescale)
+            else:
+                guided = velocity.float()
+            latents = self.scheduler.step(guided, t, latents, **step_kwargs, return_dict=False)[0]
+            if callback is not None:
+                callback(index, len(timesteps), float(t))
+
+        kept = [i for i, v in enumerate(pattern) if v == 0]
+        if not torch.isfinite(latents).all():  # one sync per video: the reference had no check at all
+            raise FloatingPointError("the sampler produced NaN/inf latents: try --dtype bf16 or fp32")
+        if output_type == "latent":
+            return OpenSoraPipelineOutput(videos=latents, mask_type=used_type, kept_frames=kept)
+
+        # 5. Decode: (B, 3, T, H, W) in [-1, 1] -> [0, 1]; uint8 with rounding (the reference truncated)
+        video = self.vae.decode_latents(latents.to(self.vae.dtype))[:, :, :num_frames].float()
+        video = (video / 2 + 0.5).clamp(0, 1)
+        self.maybe_free_model_hooks()
+        if output_type == "pt":
+            return OpenSoraPipelineOutput(videos=video, mask_type=used_type, kept_frames=kept)
+        frames = (video * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, 3)
+        return OpenSoraPipelineOutput(videos=frames, mask_type=used_type, kept_frames=kept)
+
+    def _transformer(self, model_input: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
+                     text_mask: torch.Tensor) -> torch.Tensor:
+        """One transformer call; under sequence parallelism each rank runs its slice of latent frames."""
+        timestep = t.expand(model_input.shape[0]).to(model_input.device)
+        sp = self.sequence_parallel
+        if sp is not None:
+            from opensora_cli.distributed.sequence_parallel import gather_time, shard_time
+
+            model_input = shard_time(model_input, sp)
+        out = self.transformer(model_input, timestep, encoder_hidden_states=embeds,
+                               encoder_attention_mask=text_mask, return_dict=False)[0]
+        return gather_time(out, sp) if sp is not None else out

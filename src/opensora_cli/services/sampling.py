@@ -1,0 +1,397 @@
+"""sample: check everything, load the models once, generate every (line, sample), write mp4 + JSON sidecar.
+
+Order of work, so that nothing heavy happens before the inputs are known to be good:
+1. `check_sample_request`: validate-inputs' checks, the options, the model folders (config files only), the
+   sampler name and the sequence-parallel divisibility rules. Any problem stops here.
+2. Outputs that already exist (video and sidecar) are skipped unless `overwrite`.
+3. The text encoder encodes every pending prompt, then is freed (it is the largest model and is not needed
+   again); the transformer and the VAE are loaded; each video is generated with its own seed.
+
+Seeds: every (line, sample) has its own seed derived from `--seed`, the line number and the sample index, so
+a video does not depend on the number of processes, on the other prompts or on their order.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from opensora_cli import __version__
+from opensora_cli.errors import ValidationFailed
+from opensora_cli.masks.patterns import latent_frame_count
+from opensora_cli.schemas.inputs import InputItem, ValidationReport, option_name
+from opensora_cli.schemas.problems import Problem
+from opensora_cli.schemas.sample import SampleOptions, SampleResult, SampleSummary
+from opensora_cli.services.validation import validate_inputs
+
+_SLUG_LENGTH = 48
+
+
+class Reporter(Protocol):
+    """Progress events; the CLI draws them, tests may ignore them."""
+
+    def phase(self, text: str) -> None: ...
+    def start(self, videos: int, steps: int) -> None: ...
+    def video_started(self, line: int, sample: int, prompt: str) -> None: ...
+    def step(self, index: int, steps: int) -> None: ...
+    def video_done(self, result: SampleResult) -> None: ...
+    def close(self) -> None: ...
+
+
+class NullReporter:
+    def phase(self, text: str) -> None: ...
+    def start(self, videos: int, steps: int) -> None: ...
+    def video_started(self, line: int, sample: int, prompt: str) -> None: ...
+    def step(self, index: int, steps: int) -> None: ...
+    def video_done(self, result: SampleResult) -> None: ...
+    def close(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 1. Checks (no model is loaded)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def resolve_model_dirs(options: SampleOptions) -> tuple[dict[str, Path], list[Problem]]:
+    """Transformer, VAE and text-encoder folders.
+
+    `--model DIR` may be a bundle with transformer/, vae/ and text_encoder/ (as `write_random_model_folder`
+    writes), or the transformer folder itself; then the VAE and text encoder default to sibling folders
+    `vae` and `text_encoder` (or `mt5-xxl`), as in the released download.
+    """
+    problems: list[Problem] = []
+    if options.model is None:
+        problems.append(Problem.of("--model", None, "no model given",
+                                   "pass --model DIR (the released any93x640x640_i2v folder with --vae and "
+                                   "--text-encoder, or a folder written by write_random_model_folder)"))
+        return {}, problems
+    model = options.model
+    bundle = (model / "transformer" / "config.json").is_file()
+    transformer = model / "transformer" if bundle else model
+    siblings = {"vae": ["vae"], "text_encoder": ["text_encoder", "mt5-xxl"]}
+    dirs = {"transformer": transformer}
+    for kind, names in siblings.items():
+        given = getattr(options, kind)
+        if given is not None:
+            dirs[kind] = given
+            continue
+        base = model if bundle else model.parent
+        found = next((base / n for n in names if (base / n / "config.json").is_file()), None)
+        if found is None:
+            problems.append(Problem.of(option_name(kind), None, f"no {kind.replace('_', ' ')} folder given or found "
+                                       f"next to {model}", f"pass {option_name(kind)} DIR"))
+        else:
+            dirs[kind] = found
+    for kind, folder in dirs.items():
+        if not (folder / "config.json").is_file():
+            flag = "--model" if kind == "transformer" else option_name(kind)
+            problems.append(Problem.of(flag, None, f"'{folder}' is not a model folder (no config.json)",
+                                       "point to the folder that holds config.json and the weights"))
+    return dirs, problems
+
+
+def _options_problems(options: Mapping[str, Any]) -> tuple[SampleOptions | None, list[Problem]]:
+    try:
+        return SampleOptions.model_validate(dict(options)), []
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = option_name(str(error["loc"][0])) if error["loc"] else "options"
+            what, _, fix = error["msg"].removeprefix("Value error, ").partition("; ")
+            problems.append(Problem.of(name, None, f"{options.get(str(error['loc'][0]))!r}: {what}", fix or None))
+        return None, problems
+
+
+def check_sample_request(
+    inputs: Mapping[str, Any], options: Mapping[str, Any]
+) -> tuple[ValidationReport, SampleOptions | None, dict[str, Path], list[Problem]]:
+    """Everything that can be checked without loading a model. Returns (report, options, model dirs, problems)."""
+    report = validate_inputs(inputs)
+    opts, problems = _options_problems(options)
+    problems = list(report.problems) + problems
+    dirs: dict[str, Path] = {}
+    if opts is None:
+        return report, None, dirs, problems
+    dirs, dir_problems = resolve_model_dirs(opts)
+    problems += dir_problems
+
+    from opensora_cli.pipelines.schedulers import make_scheduler
+
+    try:
+        make_scheduler(opts.sampler)
+    except ValueError as exc:
+        problems.append(Problem.of("--sampler", None, str(exc)))
+
+    if opts.sp:
+        if opts.nproc < 2:
+            problems.append(Problem.of("--sp", None, "sequence parallel needs several processes",
+                                       "add --nproc 2 (or more)"))
+        elif "transformer" in dirs and (dirs["transformer"] / "config.json").is_file():
+            from opensora_cli.distributed.sequence_parallel import check_sequence_parallel
+
+            config = json.loads((dirs["transformer"] / "config.json").read_text())
+            frames = inputs.get("num_frames") or 93
+            if (frames - 1) % 4 == 0:
+                for message in check_sequence_parallel(latent_frame_count(frames), config["num_attention_heads"],
+                                                       opts.nproc):
+                    what, _, fix = message.partition(": ")
+                    problems.append(Problem.of("--sp", None, what, fix or None))
+    if opts.device is not None:
+        from opensora_cli.distributed.device import resolve_device
+
+        resolve_device(opts.device)  # raises one clear line for a missing CUDA or torch_npu
+    return report, opts, dirs, problems
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 2. Outputs
+# ------------------------------------------------------------------------------------------------------------
+
+
+def derive_seed(seed: int, line: int, sample: int) -> int:
+    """A 63-bit seed for one (line, sample), independent of the other prompts and of the process count."""
+    digest = hashlib.sha256(f"opensora-cli:{seed}:{line}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def slugify(prompt: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
+    return slug[:_SLUG_LENGTH].rstrip("-") or "prompt"
+
+
+def output_paths(output_dir: Path, item: InputItem, sample: int, num_frames: int) -> tuple[Path, Path]:
+    stem = f"{item.line:04d}_{slugify(item.prompt)}_s{sample}"
+    suffix = ".png" if num_frames == 1 else ".mp4"
+    return output_dir / f"{stem}{suffix}", output_dir / f"{stem}.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 3. The run
+# ------------------------------------------------------------------------------------------------------------
+
+
+def run_sampling(
+    inputs: Mapping[str, Any], options: Mapping[str, Any], reporter: Reporter | None = None
+) -> SampleSummary:
+    """Generate the videos of a prompts/conds pair. In a torchrun child, this process's share of them.
+
+    Raises:
+        ValidationFailed: any problem found by `check_sample_request` (nothing loaded, nothing written).
+    """
+    reporter = reporter or NullReporter()
+    report, opts, dirs, problems = check_sample_request(inputs, options)
+    if problems:
+        raise ValidationFailed(report.model_copy(update={"ok": False, "problems": problems}))
+
+    from opensora_cli.distributed.device import init_from_env, shutdown
+
+    ctx = init_from_env(opts.device)
+    try:
+        return _run(report, opts, dirs, dict(inputs), ctx, reporter)
+    finally:
+        reporter.close()
+        shutdown(ctx)
+
+
+def _dtype_for(opts: SampleOptions, device) -> Any:
+    import torch
+
+    name = opts.dtype or ("fp32" if device.type == "cpu" else "bf16")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], inputs: dict, ctx,
+         reporter: Reporter) -> SampleSummary:
+    import torch
+
+    world, rank = ctx.world_size, ctx.rank
+    mode = "single" if world == 1 else ("sp" if opts.sp else "ddp")
+    writer = mode != "sp" or rank == 0
+    num_frames = inputs.get("num_frames", 93)
+    dtype = _dtype_for(opts, ctx.device)
+
+    # 1. This process's jobs; finished outputs are skipped
+    items = report.items if mode != "ddp" else report.items[rank::world]
+    jobs, results = [], []
+    output_dir = opts.output_dir.resolve()
+    for item in items:
+        for sample in range(opts.num_samples_per_prompt):
+            video, sidecar = output_paths(output_dir, item, sample, num_frames)
+            seed = derive_seed(opts.seed, item.line, sample)
+            if video.exists() and sidecar.exists() and not opts.overwrite:
+                data = json.loads(sidecar.read_text())
+                results.append(SampleResult(line=item.line, sample=sample, prompt=item.prompt, video=video,
+                                            sidecar=sidecar, seed=seed, mask_type=data.get("mask_type", "?"),
+                                            kept_frames=data.get("kept_frames", []), skipped=True, rank=rank))
+            else:
+                jobs.append((item, sample, seed, video, sidecar))
+
+    load_seconds = 0.0
+    if jobs:
+        # 2. Text: encode every pending prompt once, then free the encoder (the largest model of the three)
+        started = time.perf_counter()
+        from opensora_cli.models.text_encoder import DEFAULT_NEGATIVE_PROMPT, TextEncoder, apply_template
+
+        reporter.phase("encoding prompts")
+        text_encoder = TextEncoder.from_pretrained(dirs["text_encoder"], dtype=dtype, device=ctx.device)
+        do_cfg = opts.guidance_scale > 1.0
+        negative = DEFAULT_NEGATIVE_PROMPT if opts.negative_prompt is None else opts.negative_prompt
+        embeddings = {}
+        for prompt in dict.fromkeys(item.prompt for item, *_ in jobs):
+            texts = ([negative] if do_cfg else []) + [apply_template(prompt)]
+            states, mask = text_encoder(texts)
+            embeddings[prompt] = (states.cpu(), mask.cpu())
+        hidden_size = text_encoder.hidden_size
+        del text_encoder
+        gc.collect()
+        if ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+        # 3. Transformer, VAE, scheduler, pipeline
+        reporter.phase("loading the transformer and the VAE")
+        pipe = _load_pipeline(opts, dirs, ctx, dtype, hidden_size)
+        load_seconds = time.perf_counter() - started
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+        # 4. Generate
+        reporter.start(len(jobs), opts.steps)
+        for item, sample, seed, video_path, sidecar_path in jobs:
+            reporter.video_started(item.line, sample, item.prompt)
+            generator = torch.Generator(ctx.device).manual_seed(seed)
+            fixed = inputs.get("crop_for_hw") or not item.conds
+            started = time.perf_counter()
+            out = pipe(
+                item.prompt,
+                conditions=item.conds,
+                frame_indices=item.frame_indices if item.conds and item.frame_indices is not None else None,
+                mask_type=item.mask_type,
+                num_frames=num_frames,
+                height=inputs.get("height") if fixed else None,
+                width=inputs.get("width") if fixed else None,
+                crop_for_hw=bool(inputs.get("crop_for_hw")),
+                max_hxw=inputs.get("max_hxw") or 236544,
+                num_inference_steps=opts.steps,
+                guidance_scale=opts.guidance_scale,
+                guidance_rescale=opts.guidance_rescale,
+                noise_strength=opts.noise_strength,
+                sample_posterior=opts.sample_posterior,
+                generator=generator,
+                prompt_embeds=embeddings[item.prompt],
+                callback=lambda index, steps, t: reporter.step(index, steps),
+            )
+            seconds = time.perf_counter() - started
+            result = SampleResult(line=item.line, sample=sample, prompt=item.prompt, video=video_path,
+                                  sidecar=sidecar_path, seed=seed, mask_type=str(out.mask_type),
+                                  kept_frames=out.kept_frames, seconds=seconds,
+                                  seconds_per_step=seconds / opts.steps, rank=rank)
+            if writer:
+                _write_outputs(out.videos[0], result, item, opts, inputs, dirs, ctx, dtype)
+            results.append(result)
+            reporter.video_done(result)
+
+    # 5. All results on every rank (rank 0 reports them)
+    if world > 1:
+        gathered: list = [None] * world
+        torch.distributed.all_gather_object(gathered, [r.model_dump(mode="json") for r in results], group=ctx.group)
+        merged = {}
+        for part in gathered:
+            for data in part:
+                merged.setdefault((data["line"], data["sample"]), SampleResult.model_validate(data))
+        results = [merged[key] for key in sorted(merged)]
+    peak = torch.cuda.max_memory_allocated() / 2**30 if ctx.device.type == "cuda" and jobs else None
+    return SampleSummary(results=sorted(results, key=lambda r: (r.line, r.sample)), device=str(ctx.device),
+                         dtype=str(dtype).removeprefix("torch."), world_size=world, mode=mode,
+                         load_seconds=load_seconds, peak_memory_gib=peak)
+
+
+def _load_pipeline(opts: SampleOptions, dirs: dict[str, Path], ctx, dtype, hidden_size: int):
+    from opensora_cli.errors import ModelLoadError
+    from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+    from opensora_cli.models.loading import load_pretrained
+    from opensora_cli.models.transformer_opensora import OpenSoraInpaint_v1_3
+    from opensora_cli.pipelines.pipeline_inpaint import OpenSoraInpaintPipeline
+    from opensora_cli.pipelines.schedulers import make_scheduler
+
+    target = "cpu" if opts.cpu_offload else ctx.device
+    transformer = load_pretrained(OpenSoraInpaint_v1_3, dirs["transformer"], dtype=dtype, device=target)
+    if transformer.config.caption_channels != hidden_size:
+        raise ModelLoadError(
+            f"{dirs['text_encoder']}: text states are {hidden_size} wide, the transformer expects "
+            f"{transformer.config.caption_channels} — use the text encoder the transformer was trained with"
+        )
+    vae = load_pretrained(WFVAEModel, dirs["vae"], dtype=dtype, device=target, meta_init=False,
+                          optional_keys=WFVAEModel.fixed_filter_keys())
+    if opts.vae_tiling:
+        vae.enable_tiling()
+    if opts.compile:  # each transformer block compiled once and reused by all 32 (about 10 % faster on a GPU)
+        transformer.compile_repeated_blocks()
+    pipe = OpenSoraInpaintPipeline(text_encoder=None, vae=vae, transformer=transformer,
+                                   scheduler=make_scheduler(opts.sampler))
+    if opts.cpu_offload:
+        pipe.enable_model_cpu_offload(device=ctx.device)
+    if opts.sp:
+        from opensora_cli.distributed.sequence_parallel import SequenceParallelAttnProcessor
+
+        transformer.set_attn_processor(SequenceParallelAttnProcessor(ctx.group))
+        pipe.sequence_parallel = ctx
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _write_outputs(frames, result: SampleResult, item: InputItem, opts: SampleOptions, inputs: dict,
+                   dirs: dict[str, Path], ctx, dtype) -> None:
+    from opensora_cli.utils.io import atomic_path
+    from opensora_cli.utils.video import write_video
+
+    write_video(result.video, frames, opts.fps)
+    sidecar = {
+        "opensora_cli_version": __version__,
+        "video": result.video.name,
+        "line": item.line,
+        "sample": result.sample,
+        "prompt": item.prompt,
+        "seed": result.seed,
+        "base_seed": opts.seed,
+        "mask_type": result.mask_type,
+        "kept_frames": result.kept_frames,
+        "conds": [{"path": path, "sha256": file_sha256(path)} for path in item.conds],
+        "frame_indices": item.frame_indices,
+        "num_frames": inputs.get("num_frames", 93),
+        "height": int(frames.shape[1]),
+        "width": int(frames.shape[2]),
+        "crop_for_hw": bool(inputs.get("crop_for_hw")),
+        "max_hxw": inputs.get("max_hxw"),
+        "steps": opts.steps,
+        "guidance_scale": opts.guidance_scale,
+        "guidance_rescale": opts.guidance_rescale,
+        "sampler": opts.sampler,
+        "negative_prompt": opts.negative_prompt,
+        "noise_strength": opts.noise_strength,
+        "sample_posterior": opts.sample_posterior,
+        "fps": opts.fps,
+        "device": str(ctx.device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "world_size": ctx.world_size,
+        "sequence_parallel": opts.sp,
+        "models": {kind: str(Path(path).resolve()) for kind, path in dirs.items()},
+        "seconds": round(result.seconds, 3),
+    }
+    with atomic_path(result.sidecar) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
