@@ -74,10 +74,10 @@ def gpu_full(device: str, compile_blocks: bool, steps: int) -> list[tuple]:
     with torch.no_grad():
         for param in transformer.parameters():
             param.normal_(0, 0.02)
-    transformer = transformer.to(dtype).eval()
+    transformer = transformer.to(dtype).eval().requires_grad_(False)
     if compile_blocks:
         transformer.compile_repeated_blocks()
-    vae = build("WFVAEModel_D8_4x8x8", device=device).to(dtype).eval()
+    vae = build("WFVAEModel_D8_4x8x8", device=device).to(dtype).eval().requires_grad_(False)
     vae.enable_tiling()
     pipe = OpenSoraInpaintPipeline(None, vae, transformer, make_scheduler("EulerAncestralDiscrete"))
     generator = torch.Generator(device).manual_seed(0)
@@ -98,7 +98,8 @@ def gpu_full(device: str, compile_blocks: bool, steps: int) -> list[tuple]:
         torch.cuda.synchronize()
         loop = time.perf_counter() - start
         decode_start = time.perf_counter()
-        video = vae.decode_latents(out.videos.to(dtype))
+        with torch.inference_mode():
+            video = vae.decode_latents(out.videos.to(dtype))
         torch.cuda.synchronize()
         decode = time.perf_counter() - decode_start
         peak = torch.cuda.max_memory_allocated() / 2**30

@@ -7,9 +7,11 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from opensora_cli.services.sampling import Reporter
 
-class RichReporter:
-    """Implements `services.sampling.Reporter` on stderr (stdout stays clean for --json). Disabled: silent."""
+
+class RichReporter(Reporter):
+    """Draws `services.sampling.Reporter` events on stderr (stdout stays clean for --json). Disabled: silent."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled

@@ -71,7 +71,6 @@ def sample_command(
                    vae_tiling=vae_tiling, cpu_offload=cpu_offload, compile=compile_model,
                    sample_posterior=sample_posterior,
                    overwrite=overwrite)
-    from opensora_cli.cli.render import print_problems
     from opensora_cli.distributed.launch import is_distributed_child, launch
 
     if nproc > 1 and not is_distributed_child():
@@ -79,8 +78,7 @@ def sample_command(
 
         _, _, _, problems = check_sample_request(inputs, options)  # fail here, before starting processes
         if problems:
-            print_problems(problems, console(), "problem", "red")
-            raise typer.Exit(1)
+            _refuse(problems)
         raise typer.Exit(launch(nproc, state.argv))
 
     from opensora_cli.cli.progress import RichReporter
@@ -92,7 +90,7 @@ def sample_command(
         summary = run_sampling(inputs, options, RichReporter(enabled=lead and not json_output))
     except ValidationFailed as exc:
         if lead:
-            print_problems(exc.report.problems, console(), "problem", "red")
+            _refuse(exc.report.problems)
         raise typer.Exit(1) from None
     if not lead:
         return
@@ -102,3 +100,12 @@ def sample_command(
     from opensora_cli.cli.render import print_sample_summary
 
     print_sample_summary(summary, console())
+
+
+def _refuse(problems) -> None:
+    from opensora_cli.cli.render import print_problems
+
+    out = console()
+    print_problems(problems, out, "problem", "red")
+    out.print(f"[red]{len(problems)} problem(s)[/red]; no model was loaded and nothing was written.")
+    raise typer.Exit(1)

@@ -180,6 +180,7 @@ def write_random_model_folder(
     """
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()
     root = Path(root)
     generator = torch.Generator().manual_seed(seed)
     paths = {}

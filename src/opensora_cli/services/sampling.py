@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -35,18 +35,9 @@ from opensora_cli.services.validation import validate_inputs
 _SLUG_LENGTH = 48
 
 
-class Reporter(Protocol):
-    """Progress events; the CLI draws them, tests may ignore them."""
+class Reporter:
+    """Progress events of a run. These do nothing; the CLI's `RichReporter` draws them."""
 
-    def phase(self, text: str) -> None: ...
-    def start(self, videos: int, steps: int) -> None: ...
-    def video_started(self, line: int, sample: int, prompt: str) -> None: ...
-    def step(self, index: int, steps: int) -> None: ...
-    def video_done(self, result: SampleResult) -> None: ...
-    def close(self) -> None: ...
-
-
-class NullReporter:
     def phase(self, text: str) -> None: ...
     def start(self, videos: int, steps: int) -> None: ...
     def video_started(self, line: int, sample: int, prompt: str) -> None: ...
@@ -194,7 +185,7 @@ def run_sampling(
     Raises:
         ValidationFailed: any problem found by `check_sample_request` (nothing loaded, nothing written).
     """
-    reporter = reporter or NullReporter()
+    reporter = reporter or Reporter()
     report, opts, dirs, problems = check_sample_request(inputs, options)
     if problems:
         raise ValidationFailed(report.model_copy(update={"ok": False, "problems": problems}))
