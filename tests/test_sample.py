@@ -106,6 +106,10 @@ def test_pipeline_is_deterministic_and_seed_sensitive(model_dir, inputs):
     assert a.videos.shape == (1, 9, 64, 96, 3) and a.videos.dtype == np.uint8
     assert np.array_equal(a.videos, b.videos) and not np.array_equal(a.videos, c.videos)
     assert a.mask_type == "i2v" and a.kept_frames == [0]
+    pipe.enable_model_cpu_offload(device="cpu")  # the phase placement path (on a GPU it moves models back and forth)
+    offloaded = pipe("a red square", generator=torch.Generator().manual_seed(0), **args)
+    assert np.array_equal(a.videos, offloaded.videos)
+    assert all(p.device.type == "cpu" for p in pipe.transformer.parameters())
     no_cfg = pipe("a red square", generator=torch.Generator().manual_seed(0), guidance_scale=1.0, **args)
     assert no_cfg.videos.shape == a.videos.shape
     with pytest.raises(ValueError, match="transition"):

@@ -11,6 +11,7 @@ the model then denoises the whole video (the kept frames are regenerated, not pa
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,34 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         self.mask_compressor = MaskCompressor(*vae.vae_scale_factor)
         # Set by the sampling service under sequence parallelism (distributed.sequence_parallel).
         self.sequence_parallel = None
+        self._offload_device: torch.device | None = None
+
+    # -- 0. memory: model offload ----------------------------------------------------------------------------
+
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str = "cuda") -> None:
+        """Keep every model on the CPU and move each to `device` only for its phase (text encoding, VAE
+        encoding, the denoising loop, VAE decoding). diffusers' hook-based offload only sees `forward`, and the
+        VAE here is called through `encode_latents` / `decode_latents`, so the phases are placed explicitly."""
+        self._offload_device = torch.device(device)
+        for module in (self.text_encoder, self.vae, self.transformer):
+            if module is not None:
+                module.to("cpu")
+
+    @property
+    def _execution_device(self) -> torch.device:
+        return self._offload_device if self._offload_device is not None else super()._execution_device
+
+    @contextlib.contextmanager
+    def _placed(self, module):
+        """Under offload, `module` is on the execution device inside the block and back on the CPU after it."""
+        if self._offload_device is None or module is None:
+            yield
+            return
+        module.to(self._offload_device)
+        try:
+            yield
+        finally:
+            module.to("cpu")
 
     # -- 1. checks -------------------------------------------------------------------------------------------
 
@@ -213,9 +242,10 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         batch = num_samples_per_prompt
 
         # 1. Text: (1 or 2, 1, L, C) -> repeated per sample, [negative x B; prompt x B]
-        embeds, text_mask = prompt_embeds if prompt_embeds is not None else self.encode_prompt(
-            prompt, negative_prompt, do_cfg, use_prompt_template
-        )
+        if prompt_embeds is None:
+            with self._placed(self.text_encoder):
+                prompt_embeds = self.encode_prompt(prompt, negative_prompt, do_cfg, use_prompt_template)
+        embeds, text_mask = prompt_embeds
         embeds = embeds.to(device=device, dtype=dtype).repeat_interleave(batch, dim=0)
         text_mask = text_mask.to(device).repeat_interleave(batch, dim=0)
 
@@ -231,7 +261,8 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         noise_adder = GaussianNoiseAdder.for_inference(noise_strength)
         if noise_adder is not None:
             masked = noise_adder(masked, pixel_mask, generator)
-        masked_latents = self.vae.encode_latents(masked, sample_posterior=sample_posterior, generator=generator)
+        with self._placed(self.vae):
+            masked_latents = self.vae.encode_latents(masked, sample_posterior=sample_posterior, generator=generator)
         latent_mask = self.mask_compressor(pixel_mask)  # (B, 4, T', h, w)
         condition = torch.cat([masked_latents, latent_mask], dim=1).to(dtype)  # (B, 8 + 4, T', h, w)
         if do_cfg:
@@ -247,6 +278,31 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
 
         # 4. Denoising loop
+        with self._placed(self.transformer):
+            latents = self._denoise(latents, condition, timesteps, embeds, text_mask, do_cfg, guidance_scale,
+                                    guidance_rescale, step_kwargs, callback)
+
+        kept = [i for i, v in enumerate(pattern) if v == 0]
+        if not torch.isfinite(latents).all():  # one sync per video: the reference had no check at all
+            raise FloatingPointError("the sampler produced NaN/inf latents: try --dtype bf16 or fp32")
+        if output_type == "latent":
+            return OpenSoraPipelineOutput(videos=latents, mask_type=used_type, kept_frames=kept)
+
+        # 5. Decode: (B, 3, T, H, W) in [-1, 1] -> [0, 1]; uint8 with rounding (the reference truncated)
+        with self._placed(self.vae):
+            video = self.vae.decode_latents(latents.to(self.vae.dtype))[:, :, :num_frames].float()
+        video = (video / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return OpenSoraPipelineOutput(videos=video, mask_type=used_type, kept_frames=kept)
+        frames = (video * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, 3)
+        return OpenSoraPipelineOutput(videos=frames, mask_type=used_type, kept_frames=kept)
+
+    def _denoise(self, latents: torch.Tensor, condition: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor,
+                 text_mask: torch.Tensor, do_cfg: bool, guidance_scale: float, guidance_rescale: float,
+                 step_kwargs: dict, callback: StepCallback | None) -> torch.Tensor:
+        """The sampling loop. latents (B, C, T', h, w) fp32; condition (B', 12, T', h, w) = [masked latent | mask]."""
+        dtype = self.transformer.dtype
+        timestep_values = timesteps.tolist()  # for the callback: no device sync inside the loop
         for index, t in enumerate(timesteps):
             model_input = torch.cat([latents, latents]) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t).to(dtype)
@@ -263,22 +319,8 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
                 guided = velocity.float()
             latents = self.scheduler.step(guided, t, latents, **step_kwargs, return_dict=False)[0]
             if callback is not None:
-                callback(index, len(timesteps), float(t))
-
-        kept = [i for i, v in enumerate(pattern) if v == 0]
-        if not torch.isfinite(latents).all():  # one sync per video: the reference had no check at all
-            raise FloatingPointError("the sampler produced NaN/inf latents: try --dtype bf16 or fp32")
-        if output_type == "latent":
-            return OpenSoraPipelineOutput(videos=latents, mask_type=used_type, kept_frames=kept)
-
-        # 5. Decode: (B, 3, T, H, W) in [-1, 1] -> [0, 1]; uint8 with rounding (the reference truncated)
-        video = self.vae.decode_latents(latents.to(self.vae.dtype))[:, :, :num_frames].float()
-        video = (video / 2 + 0.5).clamp(0, 1)
-        self.maybe_free_model_hooks()
-        if output_type == "pt":
-            return OpenSoraPipelineOutput(videos=video, mask_type=used_type, kept_frames=kept)
-        frames = (video * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, 3)
-        return OpenSoraPipelineOutput(videos=frames, mask_type=used_type, kept_frames=kept)
+                callback(index, len(timestep_values), timestep_values[index])
+        return latents
 
     def _transformer(self, model_input: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
                      text_mask: torch.Tensor) -> torch.Tensor:
