@@ -11,7 +11,7 @@ import sys
 import typer
 
 from opensora_cli import __version__
-from opensora_cli.cli import mask_preview, sample, validate
+from opensora_cli.cli import mask_preview, sample, train, validate
 from opensora_cli.cli.common import click_exceptions, state
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ def _root(
 app.command("validate-inputs")(validate.validate_inputs_command)
 app.command("mask-preview")(mask_preview.mask_preview_command)
 app.command("sample")(sample.sample_command)
+app.command("train")(train.train_command)
 
 
 def main(argv: list[str] | None = None) -> int:

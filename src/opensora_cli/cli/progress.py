@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from opensora_cli.services.sampling import Reporter
+from opensora_cli.training.loop import TrainReporter
 
 
 class RichReporter(Reporter):
@@ -59,6 +60,61 @@ class RichReporter(Reporter):
     def video_done(self, result) -> None:
         if self.progress is not None:
             self.progress.advance(self._videos)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class RichTrainReporter(TrainReporter):
+    """Draws training progress on stderr: a bar over steps with loss, step time and samples/s."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.console = Console(stderr=True)
+        self.progress: Progress | None = None
+        self._task = None
+
+    def phase(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(f"[dim]{text}[/dim]", soft_wrap=True)
+
+    def data_report(self, summary: dict, problems: list, small_buckets: dict) -> None:
+        if not self.enabled:
+            return
+        self.console.print(f"data: {summary}", soft_wrap=True, markup=False)
+        for problem in problems[:10]:
+            self.console.print(f"[yellow]skipped[/yellow] {problem.path}: {problem.reason}", soft_wrap=True)
+        if len(problems) > 10:
+            self.console.print(f"[yellow]... and {len(problems) - 10} more skipped records[/yellow]")
+        for key, count in small_buckets.items():
+            self.console.print(f"[yellow]bucket {key} has {count} sample(s), fewer than one global batch: not "
+                               "used[/yellow]")
+
+    def start(self, total_steps: int, first_step: int) -> None:
+        if not self.enabled:
+            return
+        self.progress = Progress(
+            TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+        )
+        self.progress.start()
+        self._task = self.progress.add_task("train", total=total_steps, completed=first_step, stats="")
+
+    def step(self, step: int, loss: float, seconds: float, samples_per_second: float, lr: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self._task, completed=step, stats=f"loss {loss:.4f}  {seconds:.2f} s/step  "
+                                 f"{samples_per_second:.2f} samples/s")
+
+    def replaced(self, problems: list) -> None:
+        if self.enabled:
+            for problem in problems:
+                self.console.print(f"[yellow]bad data[/yellow] {problem}", soft_wrap=True, markup=False)
+
+    def checkpoint(self, path) -> None:
+        if self.enabled:
+            self.console.print(f"saved {path}", soft_wrap=True)
 
     def close(self) -> None:
         if self.progress is not None:

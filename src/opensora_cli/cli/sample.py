@@ -87,7 +87,7 @@ def sample_command(
 
     lead = os.environ.get("RANK", "0") == "0"
     try:
-        summary = run_sampling(inputs, options, RichReporter(enabled=lead and not json_output))
+        summary = run_sampling(inputs, options, RichReporter(enabled=lead))  # stderr: --json stays clean
     except ValidationFailed as exc:
         if lead:
             _refuse(exc.report.problems)

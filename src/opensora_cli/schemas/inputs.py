@@ -59,6 +59,14 @@ def nearest_valid_frames(num_frames: int) -> tuple[int, int]:
     return below, below + 4
 
 
+def check_num_frames(value: int) -> int:
+    """A frame count the VAE can encode (1 + 4k), else a ValueError suggesting the nearest ones."""
+    if value < 1 or (value - 1) % 4:
+        below, above = nearest_valid_frames(max(value, 1))
+        raise ValueError(f"{value} is not 1 + 4k (the VAE compresses time by 4); use {below} or {above}")
+    return value
+
+
 class InputsRequest(BaseModel):
     """The options of `validate-inputs` (and the input half of `sample`). Field names map to `--kebab-case`."""
 
@@ -75,10 +83,7 @@ class InputsRequest(BaseModel):
     @field_validator("num_frames")
     @classmethod
     def _frames(cls, value: int) -> int:
-        if value < 1 or (value - 1) % 4:
-            below, above = nearest_valid_frames(max(value, 1))
-            raise ValueError(f"{value} is not 1 + 4k (the VAE compresses time by 4); use {below} or {above}")
-        return value
+        return check_num_frames(value)
 
     @field_validator("height", "width")
     @classmethod

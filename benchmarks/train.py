@@ -1,0 +1,96 @@
+"""Training speed and memory: step time, samples/s and peak memory, tiny and medium models, 1 vs 2 processes.
+
+    python benchmarks/train.py [--steps 20]
+
+Runs the installed `opensora train` on synthetic clips written into a temporary folder (a coloured square
+moving across a plain background, 33 frames at 128x192; batches of 2 clips of 17 frames), with random-weight
+VAE and text encoder. Peak memory is the largest child process's RSS so far (CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def make_data(root: Path, clips: int = 8) -> Path:
+    import imageio.v2 as imageio
+
+    (root / "videos").mkdir(parents=True)
+    records = []
+    for i in range(clips):
+        frames = []
+        for t in range(33):
+            frame = np.full((128, 192, 3), 40, np.uint8)
+            x = (20 + 3 * t * (1 if i % 2 else -1)) % 160
+            frame[48:80, x : x + 32] = (200, 60 + 20 * i, 60)
+            frames.append(frame)
+        name = f"videos/{i}.mp4"
+        imageio.mimwrite(root / name, frames, fps=16, codec="libx264", quality=8, macro_block_size=16)
+        records.append({"path": name, "cap": f"a square moves {'right' if i % 2 else 'left'}", "num_frames": 33,
+                        "fps": 16, "resolution": {"height": 128, "width": 192}})
+    (root / "anno.json").write_text(json.dumps(records))
+    (root / "data.txt").write_text(f"{root},{root / 'anno.json'}\n")
+    return root / "data.txt"
+
+
+def wide_text_encoder(path: Path) -> Path:
+    """A random 2-layer T5 encoder 512 wide: the medium transformer reads 512-wide text states."""
+    import transformers
+
+    from opensora_cli.models.registry import build
+
+    build("t5-tiny", d_model=512, d_kv=64, num_heads=8, d_ff=1024).save_pretrained(path)
+    transformers.ByT5Tokenizer().save_pretrained(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from opensora_cli.models.registry import write_random_model_folder
+
+    exe = shutil.which("opensora", path=os.path.dirname(sys.executable)) or shutil.which("opensora")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = make_data(root / "data")
+        models = write_random_model_folder(root / "model")
+        text_encoders = {"tiny": models["text_encoder"], "medium": wide_text_encoder(root / "t5-512")}
+        for size in ("tiny", "medium"):
+            for nproc in (1, 2):
+                out = root / f"out-{size}-{nproc}"
+                command = [exe, "train", "--data", str(data), "--model", f"OpenSoraInpaint_v1_3-{size}", "--vae",
+                           str(models["vae"]), "--text-encoder", str(text_encoders[size]), "--output-dir",
+                           str(out), "--num-frames", "17", "--max-hxw", "24576", "--min-hxw", "4096",
+                           "--hw-stride", "16", "--train-fps", "16", "--train-batch-size", "2",
+                           "--max-train-steps", str(args.steps), "--checkpointing-steps", str(args.steps),
+                           "--learning-rate", "1e-4", "--dataloader-num-workers", "0", "--nproc", str(nproc),
+                           "--json"]
+                proc = subprocess.run(command, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    rows.append((size, nproc, float("nan"), float("nan"), "failed: " + proc.stderr[-300:]))
+                    continue
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+                rows.append((size, nproc, result["seconds_per_step"], result["samples_per_second"],
+                             f"{rss:.2f} GiB peak RSS; last loss {result['losses'][-1]:.3f}"))
+    print(f"CPU, {os.cpu_count()} cores, fp32; batch 2 per process of 17x128x192 clips, {args.steps} steps\n")
+    print("| model | processes | s/step | samples/s | memory / notes |\n|---|---|---|---|---|")
+    for size, nproc, per_step, rate, notes in rows:
+        print(f"| {size} | {nproc} | {per_step:.3f} | {rate:.2f} | {notes} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""`opensora train` configuration: a YAML file (`--config`) whose keys are the field names below, overridden by
+command-line flags. Unknown keys are errors with a did-you-mean."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from opensora_cli.data.resolution import MAX_MAX_HXW
+from opensora_cli.schemas.inputs import check_num_frames, option_name
+from opensora_cli.schemas.mask_config import did_you_mean
+from opensora_cli.schemas.problems import Problem
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs. Defaults follow the reference's GPU fine-tuning script where they make
+    sense on any machine; the comments say where and why we differ."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # data
+    data: Path = Field(description="text file of 'VIDEO_ROOT,ANNOTATION.json' lines")
+    mask_config: Path | None = None  # None: the reference's training mix
+    num_frames: int = 93
+    max_hxw: int = MAX_MAX_HXW
+    min_hxw: int | None = None  # None: max_hxw / 4, as the reference
+    hw_stride: int = Field(32, ge=8)
+    train_fps: float = Field(18.0, gt=0)
+    default_text_ratio: float = Field(0.5, ge=0, le=1)
+    cfg: float = Field(0.1, ge=0, le=1, description="share of captions dropped (for classifier-free guidance)")
+    add_noise_to_condition: bool = False
+    bad_data: Literal["skip", "error"] = "skip"
+    dataloader_num_workers: int = Field(2, ge=0)
+
+    # models
+    model: str = Field("OpenSoraInpaint_v1_3-2B/122", description="a preset name or a transformer/bundle folder")
+    pretrained_transformer_model_path: Path | None = None
+    vae: Path | None = None
+    text_encoder: Path | None = None
+    vae_sample_posterior: bool = True  # the reference trains on posterior samples
+    gradient_checkpointing: bool = False
+
+    # optimisation
+    learning_rate: float = Field(1e-5, gt=0)
+    lr_warmup_steps: int = Field(0, ge=0)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8  # the reference's 1e-15 amplifies noise in near-zero second moments
+    max_grad_norm: float = 1.0
+    max_train_steps: int = Field(1000, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    train_batch_size: int = Field(1, ge=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None  # None: bf16 on accelerators, no on CPU
+    snr_gamma: float | None = Field(None, gt=0)
+    use_ema: bool = False
+    ema_decay: float = Field(0.9999, gt=0, lt=1)
+    seed: int = Field(1234, ge=0)
+
+    # checkpoints and logs
+    output_dir: Path = Path("train_output")
+    checkpointing_steps: int = Field(500, ge=1)
+    checkpoints_total_limit: int | None = Field(None, ge=1)
+    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
+    report_to: Literal["tensorboard"] | None = None
+
+    # devices
+    device: Literal["cpu", "cuda", "npu"] | None = None
+    nproc: int = Field(1, ge=1)
+    deepspeed: Literal["zero2"] | None = None
+    accelerate_config: Path | None = None  # multi-node: accelerate's config file, passed to its launcher
+
+    @field_validator("num_frames")
+    @classmethod
+    def _frames(cls, value: int) -> int:
+        return check_num_frames(value)
+
+    def effective_min_hxw(self) -> int:
+        return self.min_hxw if self.min_hxw is not None else self.max_hxw // 4
+
+
+FIELDS = tuple(TrainConfig.model_fields)
+
+
+def load_train_config(config_file: Path | None, overrides: dict[str, Any]) -> tuple[TrainConfig | None, list[Problem]]:
+    """Merge the YAML file (if any) with command-line values (those that are not None win).
+
+    Returns:
+        (config or None, problems): every unknown key and invalid value, each naming the file/line or flag.
+    """
+    raw: dict[str, Any] = {}
+    label = str(config_file) if config_file is not None else None
+    problems: list[Problem] = []
+    lines: dict[str, int] = {}
+    if config_file is not None:
+        try:
+            text = Path(config_file).read_text(encoding="utf-8")
+            node = yaml.compose(text)
+            raw = yaml.safe_load(text) or {}
+        except FileNotFoundError:
+            return None, [Problem.of(label, None, "config file not found", "check the --config path")]
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            return None, [Problem.of(label, mark.line + 1 if mark else None, f"not valid YAML: {exc}", "fix the YAML")]
+        if not isinstance(raw, dict):
+            return None, [Problem.of(label, 1, "the config must be a mapping of keys to values", "see README.md")]
+        if isinstance(node, yaml.MappingNode):
+            lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
+        for key in list(raw):
+            normalised = str(key).replace("-", "_")
+            if normalised not in FIELDS:
+                problems.append(Problem.of(label, lines.get(key), f"unknown key '{key}'", did_you_mean(normalised, FIELDS)))
+                raw.pop(key)
+            elif normalised != key:
+                raw[normalised] = raw.pop(key)
+    merged = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        config = TrainConfig.model_validate(merged)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "config"
+            what, _, fix = error["msg"].removeprefix("Value error, ").partition("; ")
+            if name in overrides and overrides[name] is not None or label is None:
+                where, line = option_name(name), None
+            else:
+                where, line = label, lines.get(name)
+            message = "required: give it in the config file or as a flag" if error["type"] == "missing" else what
+            problems.append(Problem.of(where, line, f"{name}: {message}", fix or None))
+        return None, problems
+    return (config, problems) if not problems else (None, problems)

@@ -1,0 +1,89 @@
+"""train: check the config, the data description and the model folders before anything is loaded; then run."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from opensora_cli.errors import InputError, MissingDependencyError
+from opensora_cli.schemas.problems import Problem
+from opensora_cli.schemas.train import TrainConfig, load_train_config
+
+
+def resolve_train_dirs(config: TrainConfig) -> tuple[dict[str, Path], list[Problem]]:
+    """VAE and text-encoder folders (given, or from a `--model` bundle / siblings), and the transformer folder
+    when `--model` is a folder rather than a preset name."""
+    from opensora_cli.models.registry import PRESETS
+
+    problems: list[Problem] = []
+    dirs: dict[str, Path] = {}
+    base: Path | None = None
+    if config.model not in PRESETS:
+        folder = Path(config.model)
+        bundle = (folder / "transformer" / "config.json").is_file()
+        if bundle or (folder / "config.json").is_file():
+            dirs["transformer"] = folder / "transformer" if bundle else folder
+            base = folder if bundle else folder.parent
+        else:
+            from opensora_cli.schemas.mask_config import did_you_mean
+
+            problems.append(Problem.of("--model", None, f"'{config.model}' is neither a model folder nor a preset",
+                                       did_you_mean(config.model, tuple(PRESETS))))
+    for kind, names in (("vae", ("vae",)), ("text_encoder", ("text_encoder", "mt5-xxl"))):
+        given = getattr(config, kind)
+        if given is None and base is not None:
+            given = next((base / n for n in names if (base / n / "config.json").is_file()), None)
+        flag = "--" + kind.replace("_", "-")
+        if given is None:
+            problems.append(Problem.of(flag, None, f"no {kind.replace('_', ' ')} folder", f"pass {flag} DIR"))
+        elif not (Path(given) / "config.json").is_file():
+            problems.append(Problem.of(flag, None, f"'{given}' is not a model folder (no config.json)",
+                                       "point to the folder that holds config.json and the weights"))
+        else:
+            dirs[kind] = Path(given)
+    pretrained = config.pretrained_transformer_model_path
+    if pretrained is not None and not pretrained.exists():
+        problems.append(Problem.of("--pretrained-transformer-model-path", None, f"'{pretrained}' does not exist",
+                                   "pass a transformer folder or a .safetensors file"))
+    return dirs, problems
+
+
+def check_train_request(
+    config_file: Path | None, overrides: dict[str, Any]
+) -> tuple[TrainConfig | None, dict[str, Path], list[Problem]]:
+    """Everything that can be checked without loading a model or decoding a video."""
+    config, problems = load_train_config(config_file, overrides)
+    if config is None:
+        return None, {}, problems
+    dirs, dir_problems = resolve_train_dirs(config)
+    problems += dir_problems
+    if config.mask_config is not None:
+        from opensora_cli.schemas.mask_config import load_mask_config
+
+        problems += load_mask_config(config.mask_config)[1]
+    from opensora_cli.data.dataset import load_data_description
+
+    try:
+        load_data_description(config.data)
+    except InputError as exc:
+        problems.append(Problem(file="--data", message=str(exc)))
+    if config.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise MissingDependencyError("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
+    if config.deepspeed is not None and importlib.util.find_spec("deepspeed") is None:
+        raise MissingDependencyError("--deepspeed zero2 needs DeepSpeed: pip install 'opensora-cli[deepspeed]'")
+    if config.device is not None:
+        from opensora_cli.distributed.device import resolve_device
+
+        resolve_device(config.device)  # one clear line for a missing CUDA or torch_npu
+    return config, dirs, problems
+
+
+def run_training(config: TrainConfig, dirs: dict[str, Path], reporter=None):
+    from opensora_cli.training.loop import TrainReporter, train
+
+    reporter = reporter or TrainReporter()
+    try:
+        return train(config, dirs, reporter)
+    finally:
+        reporter.close()

@@ -1,0 +1,1 @@
+"""Fine-tuning the inpainting transformer: the loop (`loop.train`) and checkpoints (`checkpointing`)."""

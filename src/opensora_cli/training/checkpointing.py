@@ -1,0 +1,155 @@
+"""Training checkpoints: atomic, resumable, and loadable by `opensora sample --model checkpoint-N`.
+
+    output_dir/checkpoint-<step>/
+        transformer/           diffusers folder (config.json + safetensors): the EMA weights with --use-ema,
+                               else the trained weights — what sampling should use
+        vae, text_encoder      symlinks to the frozen models, so the folder is a complete model bundle
+        state/                 training_weights.safetensors (the raw trained weights, with EMA on),
+                               optimizer.safetensors + optimizer.json, ema.safetensors, scheduler.json
+        trainer_state.json     step, data position, loss, the config
+
+Everything is safetensors or JSON (no pickle, so nothing to trust when loading). A checkpoint is written
+into a hidden temporary folder and renamed into place, so a killed run leaves either a complete checkpoint or
+none; `latest` picks the newest complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "trainer_state.json"
+
+
+def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in `output_dir`, oldest first."""
+    found = []
+    if output_dir.is_dir():
+        for entry in output_dir.iterdir():
+            match = _NAME.match(entry.name)
+            if match and (entry / STATE_FILE).is_file():
+                found.append((int(match[1]), entry))
+    return sorted(found)
+
+
+def find_checkpoint(output_dir: Path, resume: str | None) -> Path | None:
+    """`resume`: None (start fresh), "latest" (newest complete checkpoint, or None), or a checkpoint folder."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        found = checkpoints(output_dir)
+        return found[-1][1] if found else None
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        from opensora_cli.errors import InputError
+
+        raise InputError(f"{path}: not a complete checkpoint (no {STATE_FILE}) — pass a checkpoint-N folder or 'latest'")
+    return path
+
+
+def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, values in state["state"].items():
+        meta["state"][str(pid)] = {}
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
+                meta["state"][str(pid)][name] = "tensor"
+            else:
+                meta["state"][str(pid)][name] = value
+    return tensors, meta
+
+
+def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state = {}
+    for pid, values in meta["state"].items():
+        state[int(pid)] = {
+            name: tensors[f"{pid}.{name}"] if value == "tensor" else value for name, value in values.items()
+        }
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    output_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler,
+    ema,
+    trainer_state: dict[str, Any],
+    links: dict[str, Path],
+    total_limit: int | None = None,
+) -> Path:
+    """Write checkpoint-<step> atomically (main process only) and prune the oldest beyond `total_limit`.
+
+    Args:
+        model: the unwrapped transformer (fp32 master weights).
+        ema: a diffusers `EMAModel` or None.
+        links: {"vae": folder, "text_encoder": folder} symlinked into the checkpoint.
+    """
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f".checkpoint-{step}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "state").mkdir(parents=True)
+
+    # 1. The model to sample with: EMA weights when there are some
+    if ema is not None:
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
+    model.save_pretrained(tmp / "transformer", safe_serialization=True)
+    if ema is not None:
+        ema.restore(model.parameters())
+        save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
+                  tmp / "state" / "ema.safetensors")
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                  tmp / "state" / "training_weights.safetensors")
+
+    # 2. Optimizer, LR schedule, trainer state
+    tensors, meta = _optimizer_to_files(optimizer)
+    save_file(tensors, tmp / "state" / "optimizer.safetensors")
+    (tmp / "state" / "optimizer.json").write_text(json.dumps(meta))
+    (tmp / "state" / "scheduler.json").write_text(json.dumps(lr_scheduler.state_dict()))
+    extra = {"ema_optimization_step": ema.optimization_step} if ema is not None else {}
+    (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, **extra, "step": step}, indent=2, default=str))
+    for name, target in links.items():
+        os.symlink(Path(target).resolve(), tmp / name, target_is_directory=True)
+
+    # 3. Into place; then prune
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if total_limit is not None:
+        for _, old in checkpoints(output_dir)[:-total_limit]:
+            shutil.rmtree(old)
+    return final
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler, ema) -> dict:
+    """Restore model, optimizer, LR schedule and EMA from `path`; returns the trainer state."""
+    state = json.loads((path / STATE_FILE).read_text())
+    weights = path / "state" / "training_weights.safetensors"
+    if weights.is_file():  # with EMA, transformer/ holds the EMA weights; the trained ones are here
+        model.load_state_dict(load_file(weights))
+    else:
+        from opensora_cli.models.loading import read_state_dict
+
+        model.load_state_dict(read_state_dict(path / "transformer"))
+    device = next(model.parameters()).device
+    meta = json.loads((path / "state" / "optimizer.json").read_text())
+    optimizer.load_state_dict(_optimizer_from_files(load_file(path / "state" / "optimizer.safetensors"), meta))
+    lr_scheduler.load_state_dict(json.loads((path / "state" / "scheduler.json").read_text()))
+    if ema is not None:
+        shadow = load_file(path / "state" / "ema.safetensors")
+        ema.shadow_params = [shadow[str(i)].to(device) for i in range(len(shadow))]
+        ema.optimization_step = state.get("ema_optimization_step", state["step"])
+    return state

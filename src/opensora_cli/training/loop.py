@@ -1,0 +1,354 @@
+"""The training loop: fine-tune the inpainting transformer with masks drawn from a mask config.
+
+Reads top to bottom: setup, models, data, optimiser, resume, loop. Side effects (checkpoints, logs) happen on
+the main process only.
+
+Determinism: every random draw of a step (timesteps, noise, posterior samples, condition noise) comes from a
+generator seeded by (seed, step, micro-batch, rank), and every data item from (seed, epoch, index); so a run
+resumed from a checkpoint takes exactly the steps the uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from opensora_cli.errors import InputError, ModelLoadError, OpenSoraError
+from opensora_cli.schemas.train import TrainConfig
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+class TrainingDiverged(OpenSoraError):
+    """The loss became NaN or infinite."""
+
+
+class TrainReporter:
+    """Progress events of a training run. These do nothing; the CLI draws them."""
+
+    def phase(self, text: str) -> None: ...
+    def data_report(self, summary: dict, problems: list, small_buckets: dict) -> None: ...
+    def start(self, total_steps: int, first_step: int) -> None: ...
+    def step(self, step: int, loss: float, seconds: float, samples_per_second: float, lr: float) -> None: ...
+    def replaced(self, problems: list) -> None: ...
+    def checkpoint(self, path: Path) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    first_step: int
+    last_checkpoint: Path | None
+    losses: list[float] = field(default_factory=list)
+    seconds_per_step: float = 0.0
+    samples_per_second: float = 0.0
+    peak_memory_gib: float | None = None
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.device) -> torch.Generator:
+    digest = hashlib.sha256(f"opensora-train:{seed}:{step}:{micro}:{rank}".encode()).digest()
+    return torch.Generator(device).manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Models
+# ------------------------------------------------------------------------------------------------------------
+
+
+def init_from_pretrained(model: torch.nn.Module, path: Path) -> str:
+    """Initialise an inpaint transformer from an inpaint or text-to-video checkpoint (folder or .safetensors).
+
+    Keys present in both with equal shapes are copied. From a T2V checkpoint the masked-latent branch's patch
+    embedding starts as a copy of the noisy-latent one and the two branch Linears stay zero, so training
+    starts exactly from the T2V model (the reference's rule). Returns a one-line account of what was loaded.
+    """
+    from opensora_cli.models.loading import read_state_dict
+
+    if path.is_dir():
+        state = read_state_dict(path)
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        raise ModelLoadError(f"{path}: pass a model folder or a .safetensors file (pickled checkpoints are unsafe)")
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ModelLoadError(f"{path}: no weight matches the transformer (wrong model or architecture)")
+    copied_branch = False
+    if "pos_embed_masked_hidden_states.0.proj.weight" not in usable and "pos_embed.proj.weight" in usable:
+        usable["pos_embed_masked_hidden_states.0.proj.weight"] = usable["pos_embed.proj.weight"].clone()
+        usable["pos_embed_masked_hidden_states.0.proj.bias"] = usable["pos_embed.proj.bias"].clone()
+        copied_branch = True
+    model.load_state_dict(usable, strict=False)
+    missing = sorted(set(own) - set(usable))
+    ignored = sorted(set(state) - set(usable))
+    note = f"initialised {len(usable)}/{len(own)} tensors from {path}"
+    if copied_branch:
+        note += " (text-to-video checkpoint: masked-latent branch copied from the patch embedding)"
+    if missing:
+        note += f"; kept the model's own values for {len(missing)}: {', '.join(missing[:4])}"
+    if ignored:
+        note += f"; ignored {len(ignored)} checkpoint tensor(s)"
+    return note
+
+
+def build_transformer(config: TrainConfig, dirs: dict[str, Path]):
+    """The model to train, in fp32 (mixed precision autocasts the forward). Returns (model, note)."""
+    from opensora_cli.models.loading import load_pretrained
+    from opensora_cli.models.transformer_opensora import OpenSoraInpaint_v1_3
+
+    if "transformer" in dirs:  # continue training a saved inpaint model
+        return load_pretrained(OpenSoraInpaint_v1_3, dirs["transformer"]), f"loaded {dirs['transformer']}"
+    from opensora_cli.models.registry import build
+
+    with torch.random.fork_rng(devices=[]):  # the initial weights depend on --seed only
+        torch.manual_seed(config.seed)
+        model = build(config.model)
+    if not isinstance(model, OpenSoraInpaint_v1_3):
+        raise InputError(f"--model: {config.model} is not an inpainting transformer preset")
+    if config.pretrained_transformer_model_path is None:
+        return model, f"{config.model} with random weights (no --pretrained-transformer-model-path)"
+    return model, init_from_pretrained(model, config.pretrained_transformer_model_path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | None = None) -> TrainResult:
+    """Run (or resume) a training run. `dirs` holds "vae", "text_encoder" and optionally "transformer" folders."""
+    from accelerate import Accelerator
+    from diffusers.training_utils import EMAModel
+    from torch.utils.data import DataLoader
+
+    from opensora_cli.data.bucketing import BucketBatchSampler
+    from opensora_cli.data.dataset import VideoTextDataset, collate
+    from opensora_cli.masks.compressor import MaskCompressor
+    from opensora_cli.masks.noise import GaussianNoiseAdder
+    from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+    from opensora_cli.models.loading import load_pretrained
+    from opensora_cli.models.text_encoder import TextEncoder
+    from opensora_cli.pipelines.schedulers import make_scheduler
+    from opensora_cli.schemas.mask_config import MaskConfig, load_mask_config
+    from opensora_cli.training.checkpointing import find_checkpoint, load_checkpoint, save_checkpoint
+
+    reporter = reporter or TrainReporter()
+
+    # 1. Setup: accelerate decides devices and processes (torchrun / accelerate launch environment)
+    deepspeed_plugin = None
+    if config.deepspeed == "zero2":
+        from accelerate.utils import DeepSpeedPlugin
+
+        deepspeed_plugin = DeepSpeedPlugin(zero_stage=2, gradient_clipping=config.max_grad_norm)
+    cpu = config.device == "cpu" or (config.device is None and not torch.cuda.is_available() and not _npu())
+    mixed = config.mixed_precision or ("no" if cpu else "bf16")
+    accelerator = Accelerator(
+        mixed_precision=mixed,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=config.report_to,
+        project_dir=str(config.output_dir),
+        cpu=cpu,
+        deepspeed_plugin=deepspeed_plugin,
+    )
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mixed]
+    if accelerator.is_main_process:
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        if config.report_to:
+            accelerator.init_trackers("opensora-train", config=_loggable(config))
+
+    # 2. Models: frozen VAE and text encoder in the compute dtype, the transformer in fp32
+    reporter.phase("loading models")
+    text_encoder = TextEncoder.from_pretrained(dirs["text_encoder"], dtype=weight_dtype, device=device)
+    vae = load_pretrained(WFVAEModel, dirs["vae"], dtype=weight_dtype, device=device, meta_init=False,
+                          optional_keys=WFVAEModel.fixed_filter_keys()).requires_grad_(False)
+    transformer, note = build_transformer(config, dirs)
+    reporter.phase(note)
+    if transformer.config.caption_channels != text_encoder.hidden_size:
+        raise ModelLoadError(f"the text encoder gives {text_encoder.hidden_size}-wide states, the transformer "
+                             f"expects {transformer.config.caption_channels}")
+    if config.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    compressor = MaskCompressor(*vae.vae_scale_factor)
+    noise_adder = GaussianNoiseAdder.for_training() if config.add_noise_to_condition else None
+    # The schedule sampling uses (zero terminal SNR), so the SNR weights and targets match inference.
+    alphas_cumprod = make_scheduler("DDPM").alphas_cumprod.to(device=device, dtype=torch.float32)
+
+    # 3. Data: buckets of one size, each rank its share of every global batch
+    mask_config = MaskConfig()
+    if config.mask_config is not None:
+        mask_config, problems, _ = load_mask_config(config.mask_config)
+        if problems:
+            raise InputError(problems[0].render())
+    dataset = VideoTextDataset(
+        config.data, num_frames=config.num_frames, max_hxw=config.max_hxw, min_hxw=config.effective_min_hxw(),
+        hw_stride=config.hw_stride, train_fps=config.train_fps, mask_config=mask_config, cfg=config.cfg,
+        default_text_ratio=config.default_text_ratio, seed=config.seed, bad_data=config.bad_data,
+    )
+    sampler = BucketBatchSampler(dataset.bucket_keys, config.train_batch_size, num_replicas=world, rank=rank,
+                                 seed=config.seed)
+    if accelerator.is_main_process:
+        reporter.data_report(dataset.summary(), dataset.problems, sampler.small_buckets)
+
+    # 4. Optimiser, LR warm-up, EMA
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+    warmup = config.lr_warmup_steps
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    model, optimizer = accelerator.prepare(transformer, optimizer)
+    ema = EMAModel(transformer.parameters(), decay=config.ema_decay) if config.use_ema else None
+    if ema is not None:
+        ema.to(device)
+
+    # 5. Resume: weights, optimiser, EMA, step and data position
+    global_step = 0
+    checkpoint = find_checkpoint(config.output_dir, config.resume_from_checkpoint)
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, transformer, optimizer.optimizer if hasattr(optimizer, "optimizer")
+                                else optimizer, lr_scheduler, ema)
+        global_step = state["step"]
+        _apply_hyperparameters(optimizer, lr_scheduler, config)
+        reporter.phase(f"resumed from {checkpoint} at step {global_step}")
+    sampler.set_position(*sampler.position_after(global_step * config.gradient_accumulation_steps))
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.dataloader_num_workers,
+                        collate_fn=collate, persistent_workers=config.dataloader_num_workers > 0)
+
+    # 6. Loop
+    links = {"vae": dirs["vae"], "text_encoder": dirs["text_encoder"]}
+    result = TrainResult(steps=global_step, first_step=global_step, last_checkpoint=checkpoint)
+    if global_step >= config.max_train_steps:
+        return result
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    reporter.start(config.max_train_steps, global_step)
+    batches = iter(loader)
+    micro, step_started, run_started = 0, time.perf_counter(), time.perf_counter()
+    samples_seen = 0
+    while global_step < config.max_train_steps:
+        batch = next(batches)
+        if batch["replaced"]:
+            reporter.replaced(batch["replaced"])
+        generator = step_generator(config.seed, global_step, micro, rank, device)
+        with accelerator.accumulate(model):
+            loss = _loss(batch, model, vae, text_encoder, compressor, noise_adder, alphas_cumprod, config,
+                         weight_dtype, device, generator)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and deepspeed_plugin is None:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        samples_seen += batch["pixel_values"].shape[0] * world
+        micro += 1
+        if not accelerator.sync_gradients:
+            continue
+
+        # one optimisation step done
+        micro = 0
+        lr_scheduler.step()
+        if ema is not None:
+            ema.step(transformer.parameters())
+        global_step += 1
+        loss_value = accelerator.reduce(loss.detach().float(), reduction="mean").item()
+        if not math.isfinite(loss_value):
+            last = result.last_checkpoint
+            raise TrainingDiverged(
+                f"the loss became {loss_value} at step {global_step}; stopped without saving — the last good "
+                f"checkpoint is {last if last else 'none (no checkpoint yet)'}; lower --learning-rate or use "
+                "--mixed-precision bf16 instead of fp16"
+            )
+        now = time.perf_counter()
+        seconds, step_started = now - step_started, now
+        rate = samples_seen / (now - run_started)
+        result.losses.append(loss_value)
+        reporter.step(global_step, loss_value, seconds, rate, lr_scheduler.get_last_lr()[0])
+        if config.report_to:
+            accelerator.log({"train_loss": loss_value, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+        if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                epoch, batch_index = sampler.position_after(global_step * config.gradient_accumulation_steps)
+                result.last_checkpoint = save_checkpoint(
+                    config.output_dir, global_step, transformer, optimizer.optimizer
+                    if hasattr(optimizer, "optimizer") else optimizer, lr_scheduler, ema,
+                    {"loss": loss_value, "epoch": epoch, "batch": batch_index, "world_size": world,
+                     "config": _loggable(config)},
+                    links, config.checkpoints_total_limit,
+                )
+                reporter.checkpoint(result.last_checkpoint)
+            accelerator.wait_for_everyone()
+    result.steps = global_step
+    elapsed = time.perf_counter() - run_started
+    done = global_step - result.first_step
+    result.seconds_per_step = elapsed / max(1, done)
+    result.samples_per_second = samples_seen / elapsed if elapsed else 0.0
+    if device.type == "cuda":
+        result.peak_memory_gib = torch.cuda.max_memory_allocated() / 2**30
+    accelerator.end_training()
+    return result
+
+
+def _loss(batch, model, vae, text_encoder, compressor, noise_adder, alphas_cumprod, config: TrainConfig,
+          weight_dtype, device, generator) -> torch.Tensor:
+    """v-prediction loss of one micro-batch (optionally min-SNR weighted), noise and targets in fp32."""
+    pixels = batch["pixel_values"].to(device, weight_dtype)  # (B, 3, T, H, W)
+    masked = batch["masked_pixel_values"].to(device, weight_dtype)  # (B, 3, T, H, W), unknown frames -1
+    mask = batch["mask"].to(device, weight_dtype)  # (B, 1, T, H, W), 1 = generate
+    with torch.no_grad():
+        if noise_adder is not None:
+            masked = noise_adder(masked, mask, generator)
+        posterior = config.vae_sample_posterior
+        latents = vae.encode_latents(pixels, sample_posterior=posterior, generator=generator).float()
+        condition = vae.encode_latents(masked, sample_posterior=posterior, generator=generator).float()
+        latent_mask = compressor(mask).float()  # (B, 4, T', h, w)
+        text, text_mask = text_encoder(batch["caption"])  # (B, 1, L, C), (B, 1, L)
+
+    batch_size = latents.shape[0]
+    noise = torch.randn(latents.shape, generator=generator, device=device)
+    timesteps = torch.randint(0, NUM_TRAIN_TIMESTEPS, (batch_size,), generator=generator, device=device)
+    alpha_bar = alphas_cumprod[timesteps].view(batch_size, 1, 1, 1, 1)
+    noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
+    target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * latents  # v
+
+    model_input = torch.cat([noisy, condition, latent_mask], dim=1)  # (B, 20, T', h, w)
+    prediction = model(model_input, timesteps, encoder_hidden_states=text, encoder_attention_mask=text_mask,
+                       return_dict=False)[0]
+    per_sample = F.mse_loss(prediction.float(), target, reduction="none").mean(dim=(1, 2, 3, 4))
+    if config.snr_gamma is not None:
+        snr = alpha_bar.flatten() / (1 - alpha_bar.flatten()).clamp(min=1e-12)
+        per_sample = per_sample * snr.clamp(max=config.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
+    return per_sample.mean()
+
+
+def _apply_hyperparameters(optimizer, lr_scheduler, config: TrainConfig) -> None:
+    """A checkpoint restores the optimiser's state (moments, step counts); the hyperparameters are this run's
+    (so `--learning-rate` on a resumed run takes effect)."""
+    lr_scheduler.base_lrs = [config.learning_rate] * len(optimizer.param_groups)
+    factor = lr_scheduler.lr_lambdas[0](lr_scheduler.last_epoch)
+    for group in optimizer.param_groups:
+        group.update(lr=config.learning_rate * factor, initial_lr=config.learning_rate, eps=config.adam_epsilon,
+                     betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.adam_weight_decay)
+    lr_scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def _npu() -> bool:
+    try:
+        import torch_npu  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _loggable(config: TrainConfig) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in config.model_dump().items()}
