@@ -127,7 +127,10 @@ def load_train_config(config_file: Path | None, overrides: dict[str, Any]) -> tu
                 where, line = option_name(name), None
             else:
                 where, line = label, lines.get(name)
-            message = "required: give it in the config file or as a flag" if error["type"] == "missing" else what
-            problems.append(Problem.of(where, line, f"{name}: {message}", fix or None))
+            if error["type"] == "missing":
+                problems.append(Problem.of(option_name(name), None, "required",
+                                           f"give {option_name(name)} or '{name}:' in the --config file"))
+                continue
+            problems.append(Problem.of(where, line, f"{name}: {what}", fix or None))
         return None, problems
     return (config, problems) if not problems else (None, problems)
