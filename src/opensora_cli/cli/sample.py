@@ -9,16 +9,7 @@ from typing import Optional
 import typer
 
 from opensora_cli.cli.common import VerboseOption, console, state
-from opensora_cli.cli.validate import (
-    CondsOption,
-    CropOption,
-    HeightOption,
-    MaskTypeOption,
-    MaxHxwOption,
-    NumFramesOption,
-    PromptsOption,
-    WidthOption,
-)
+from opensora_cli.cli.validate import CondsOption, HeightOption, MaskTypeOption, PromptsOption, WidthOption
 from opensora_cli.masks.types import MaskType
 
 
@@ -28,26 +19,32 @@ def sample_command(
     mask_type: Optional[MaskType] = MaskTypeOption,
     model: Optional[Path] = typer.Option(
         None, "--model", help="Transformer folder (released any93x640x640_i2v), or a folder with transformer/, "
-        "vae/ and text_encoder/."),
+        "vae/ and text_encoder/ (a train checkpoint) [default: the bundled demo model]."),
     vae: Optional[Path] = typer.Option(None, "--vae", help="WF-VAE folder [default: vae/ next to --model]."),
     text_encoder: Optional[Path] = typer.Option(
         None, "--text-encoder", help="mT5/T5 encoder folder [default: text_encoder/ or mt5-xxl/ next to --model]."),
     output_dir: Path = typer.Option(Path("samples"), "--output-dir", "-o", help="Where videos and sidecars go."),
-    num_frames: int = NumFramesOption,
+    num_frames: Optional[int] = typer.Option(
+        None, "--num-frames", "-n", help="Frames, 1 + 4k [default: the model's; 93 for the released model]."),
     height: Optional[int] = HeightOption,
     width: Optional[int] = WidthOption,
-    crop_for_hw: bool = CropOption,
-    max_hxw: int = MaxHxwOption,
-    steps: int = typer.Option(100, "--steps", help="Denoising steps."),
-    guidance_scale: float = typer.Option(7.5, "--guidance-scale", help="Classifier-free guidance (<= 1: off)."),
+    crop_for_hw: Optional[bool] = typer.Option(
+        None, "--crop-for-hw/--no-crop-for-hw", help="Fixed size: centre-crop and resize inputs to --height x "
+        "--width [default: the model's; off for the released model]."),
+    max_hxw: Optional[int] = typer.Option(
+        None, "--max-hxw", help="Arbitrary-resolution mode: largest output area [default: the model's; 236544]."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps [default: the model's; 100]."),
+    guidance_scale: Optional[float] = typer.Option(
+        None, "--guidance-scale", help="Classifier-free guidance, <= 1: off [default: the model's; 7.5]."),
     guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="CFG rescale phi in [0, 1]."),
-    sampler: str = typer.Option("EulerAncestralDiscrete", "--sampler", help="Sampler (see README for the list)."),
+    sampler: Optional[str] = typer.Option(
+        None, "--sampler", help="Sampler (see README) [default: the model's; EulerAncestralDiscrete]."),
     seed: int = typer.Option(1234, "--seed", help="Base seed; each line and sample derives its own from it."),
     num_samples_per_prompt: int = typer.Option(1, "--num-samples-per-prompt", help="Videos per prompt."),
     noise_strength: float = typer.Option(0.0, "--noise-strength", help="Noise on kept frames, in [0, 1]."),
     negative_prompt: Optional[str] = typer.Option(
         None, "--negative-prompt", help="Negative prompt [default: the reference's]; '' for none."),
-    fps: int = typer.Option(18, "--fps", help="Frames per second of the written mp4."),
+    fps: Optional[int] = typer.Option(None, "--fps", help="Frames per second of the mp4 [default: the model's; 18]."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or npu [default: cuda, npu, cpu]."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32, bf16 or fp16 [default: fp32 on CPU, else bf16]."),
     nproc: int = typer.Option(1, "--nproc", help="Processes (one per device); prompts are split between them."),
@@ -76,7 +73,7 @@ def sample_command(
     if nproc > 1 and not is_distributed_child():
         from opensora_cli.services.sampling import check_sample_request
 
-        _, _, _, problems = check_sample_request(inputs, options)  # fail here, before starting processes
+        problems = check_sample_request(inputs, options)[3]  # fail here, before starting processes
         if problems:
             _refuse(problems)
         raise typer.Exit(launch(nproc, state.argv))

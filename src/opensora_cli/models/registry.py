@@ -71,6 +71,11 @@ _TRANSFORMER_MEDIUM = dict(
     _TRANSFORMER_2B, num_attention_heads=6, attention_head_dim=96, num_layers=8, cross_attention_dim=576,
     caption_channels=512,
 )
+# The bundled demo model (`opensora_cli/demo_model`): small enough to train on a CPU in minutes.
+_TRANSFORMER_DEMO = dict(
+    _TRANSFORMER_2B, num_attention_heads=4, attention_head_dim=36, num_layers=6, cross_attention_dim=144,
+    caption_channels=64, sparse1d=False, sparse_n=1, sample_size_h=8, sample_size_w=12, sample_size_t=5,
+)
 _WFVAE_D8 = dict(norm_type="layernorm", t_interpolation="trilinear")
 _WFVAE_TINY = dict(
     _WFVAE_D8,
@@ -78,6 +83,7 @@ _WFVAE_TINY = dict(
     encoder_energy_flow_hidden_size=4,
     decoder_energy_flow_hidden_size=12,
 )
+_WFVAE_DEMO = dict(_WFVAE_D8, base_channels=16, encoder_energy_flow_hidden_size=8, decoder_energy_flow_hidden_size=16)
 _T5_TINY = dict(
     vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
     is_encoder_decoder=False, relative_attention_num_buckets=8,
@@ -94,9 +100,14 @@ PRESETS: dict[str, Preset] = {
     "OpenSoraInpaint_v1_3-tiny": Preset("transformer", "OpenSoraInpaint_v1_3", dict(_TRANSFORMER_TINY, vae_scale_factor_t=4),
                                         "4 layers x 48 wide, for tests"),
     "OpenSoraT2V_v1_3-tiny": Preset("transformer", "OpenSoraT2V_v1_3", _TRANSFORMER_TINY, "4 layers x 48 wide"),
+    "OpenSoraInpaint_v1_3-demo": Preset("transformer", "OpenSoraInpaint_v1_3", dict(_TRANSFORMER_DEMO, vae_scale_factor_t=4),
+                                        "6 layers x 144 wide, the bundled demo model"),
+    "WFVAEModel_D8_4x8x8-demo": Preset("vae", "WFVAEModel", _WFVAE_DEMO, "base width 16, the bundled demo model"),
     "WFVAEModel_D8_4x8x8": Preset("vae", "WFVAEModel", _WFVAE_D8, "the released WF-VAE (145.6 M parameters)"),
     "WFVAEModel_D8_4x8x8-tiny": Preset("vae", "WFVAEModel", _WFVAE_TINY, "base width 8, for tests"),
     "t5-tiny": Preset("text_encoder", "T5EncoderModel", _T5_TINY, "2-layer T5 encoder (d_model 32), ByT5 tokenizer"),
+    "t5-demo": Preset("text_encoder", "T5EncoderModel", dict(_T5_TINY, d_model=64, d_kv=16, d_ff=128),
+                      "2-layer T5 encoder (d_model 64), ByT5 tokenizer: the bundled demo model's"),
 }
 
 
@@ -163,9 +174,9 @@ def _randomise_(model: torch.nn.Module, generator: torch.Generator) -> None:
 
 def write_random_model_folder(
     root: str | Path,
-    transformer: str = "OpenSoraInpaint_v1_3-tiny",
-    vae: str = "WFVAEModel_D8_4x8x8-tiny",
-    text_encoder: str = "t5-tiny",
+    transformer: str | None = "OpenSoraInpaint_v1_3-tiny",
+    vae: str | None = "WFVAEModel_D8_4x8x8-tiny",
+    text_encoder: str | None = "t5-tiny",
     seed: int = 0,
     max_shard_size: str = "5GB",
 ) -> dict[str, Path]:
@@ -173,29 +184,34 @@ def write_random_model_folder(
 
     The transformer is saved in diffusers' sharded layout when it exceeds `max_shard_size` (the released
     transformer is two shards and an index); the text encoder folder holds a transformers T5 encoder and
-    the file-less ByT5 tokenizer, so no download is needed.
+    the file-less ByT5 tokenizer, so no download is needed. A part given as None is not written; the
+    transformer reads text states as wide as the text encoder's (when both are written).
 
     Returns:
-        {"transformer": path, "vae": path, "text_encoder": path}
+        {part: path} for the parts written.
     """
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     root = Path(root)
     generator = torch.Generator().manual_seed(seed)
-    paths = {}
-    text = build(text_encoder)
-    _randomise_(text, generator)
-    caption_channels = text.config.d_model
+    paths: dict[str, Path] = {}
+    caption_channels = None
+    if text_encoder is not None:
+        text = build(text_encoder)
+        _randomise_(text, generator)
+        caption_channels = text.config.d_model
+        paths["text_encoder"] = root / "text_encoder"
+        text.save_pretrained(paths["text_encoder"], safe_serialization=True)
+        transformers.ByT5Tokenizer().save_pretrained(paths["text_encoder"])
     for kind, name in (("transformer", transformer), ("vae", vae)):
-        overrides = {"caption_channels": caption_channels} if kind == "transformer" else {}
+        if name is None:
+            continue
+        overrides = {"caption_channels": caption_channels} if kind == "transformer" and caption_channels else {}
         model = build(name, **overrides)
         _randomise_(model, generator)
         paths[kind] = root / kind
         # Like the released folders: the transformer may be sharded, the VAE is one file.
         shard = max_shard_size if kind == "transformer" else "100GB"
         model.save_pretrained(paths[kind], safe_serialization=True, max_shard_size=shard)
-    paths["text_encoder"] = root / "text_encoder"
-    text.save_pretrained(paths["text_encoder"], safe_serialization=True)
-    transformers.ByT5Tokenizer().save_pretrained(paths["text_encoder"])
     return paths

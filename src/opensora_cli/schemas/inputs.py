@@ -77,6 +77,8 @@ class InputsRequest(BaseModel):
     height: int | None = None
     width: int | None = None
     crop_for_hw: bool = False
+    # The area range the model was trained on (the released model's unless a model folder says otherwise).
+    max_hxw_range: tuple[int, int] = (MIN_MAX_HXW, MAX_MAX_HXW)
     max_hxw: int = DEFAULT_MAX_HXW
     mask_config: Path | None = None
 
@@ -100,11 +102,11 @@ class InputsRequest(BaseModel):
 
     @field_validator("max_hxw")
     @classmethod
-    def _area(cls, value: int) -> int:
-        if not MIN_MAX_HXW <= value <= MAX_MAX_HXW:
+    def _area(cls, value: int, info: ValidationInfo) -> int:
+        low, high = info.data.get("max_hxw_range", (MIN_MAX_HXW, MAX_MAX_HXW))
+        if not low <= value <= high:
             raise ValueError(
-                f"{value} is outside the model's trained area range [{MIN_MAX_HXW}, {MAX_MAX_HXW}]; "
-                f"pick a value inside it (default {DEFAULT_MAX_HXW})"
+                f"{value} is outside the model's trained area range [{low}, {high}]; pick a value inside it"
             )
         return value
 

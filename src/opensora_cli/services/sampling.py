@@ -60,7 +60,7 @@ def resolve_model_dirs(options: SampleOptions) -> tuple[dict[str, Path], list[Pr
     """
     problems: list[Problem] = []
     if options.model is None:
-        problems.append(Problem.of("--model", None, "no model given",
+        problems.append(Problem.of("--model", None, "no model given and this install has no bundled demo model",
                                    "pass --model DIR (the released any93x640x640_i2v folder with --vae and "
                                    "--text-encoder, or a folder written by write_random_model_folder)"))
         return {}, problems
@@ -101,16 +101,62 @@ def _options_problems(options: Mapping[str, Any]) -> tuple[SampleOptions | None,
         return None, problems
 
 
+MODEL_DEFAULTS_FILE = "opensora_defaults.json"
+# Options a model folder may set defaults for (what it was trained on), and the built-in defaults.
+_INPUT_DEFAULTS = {"num_frames": 93, "height": None, "width": None, "crop_for_hw": False, "max_hxw": 236544}
+_OPTION_DEFAULT_KEYS = ("steps", "guidance_scale", "fps", "sampler")
+
+
+def bundled_model_dir() -> Path | None:
+    """The demo model shipped in the package (transformer/, vae/, text_encoder/), if this install has it."""
+    folder = Path(__file__).resolve().parents[1] / "demo_model"
+    return folder if (folder / "transformer" / "config.json").is_file() else None
+
+
+def model_defaults(model: Path | None) -> dict[str, Any]:
+    """`opensora_defaults.json` of a model bundle (or of the folder above a transformer folder), else {}."""
+    if model is None:
+        return {}
+    for folder in (Path(model), Path(model).parent):
+        if (folder / MODEL_DEFAULTS_FILE).is_file():
+            return json.loads((folder / MODEL_DEFAULTS_FILE).read_text())
+    return {}
+
+
+def resolve_request(inputs: Mapping[str, Any], options: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Fill what the user left out: the model's own defaults first (e.g. the demo model's 17 frames at 64x96),
+    then the released model's. Without --model, the bundled demo model is used."""
+    options = dict(options)
+    if options.get("model") is None:
+        options["model"] = bundled_model_dir()
+    defaults = model_defaults(options["model"])
+    resolved = dict(inputs)
+    for key, fallback in _INPUT_DEFAULTS.items():
+        if resolved.get(key) is None:
+            resolved[key] = defaults.get(key, fallback)
+    if "max_hxw_range" in defaults:
+        resolved["max_hxw_range"] = tuple(defaults["max_hxw_range"])
+    for key in _OPTION_DEFAULT_KEYS:
+        if options.get(key) is None and key in defaults:
+            options[key] = defaults[key]
+    return resolved, {k: v for k, v in options.items() if v is not None}
+
+
 def check_sample_request(
     inputs: Mapping[str, Any], options: Mapping[str, Any]
-) -> tuple[ValidationReport, SampleOptions | None, dict[str, Path], list[Problem]]:
-    """Everything that can be checked without loading a model. Returns (report, options, model dirs, problems)."""
-    report = validate_inputs(inputs)
+) -> tuple[ValidationReport, SampleOptions | None, dict[str, Path], list[Problem], dict]:
+    """Everything that can be checked without loading a model.
+
+    Returns:
+        (report, options, model dirs, problems, inputs with defaults filled in).
+    """
+    inputs, options = resolve_request(inputs, options)
+    report = validate_inputs({k: v for k, v in inputs.items()})
     opts, problems = _options_problems(options)
     problems = list(report.problems) + problems
     dirs: dict[str, Path] = {}
     if opts is None:
-        return report, None, dirs, problems
+        return report, None, dirs, problems, inputs
     dirs, dir_problems = resolve_model_dirs(opts)
     problems += dir_problems
 
@@ -129,7 +175,7 @@ def check_sample_request(
             from opensora_cli.distributed.sequence_parallel import check_sequence_parallel
 
             config = json.loads((dirs["transformer"] / "config.json").read_text())
-            frames = inputs.get("num_frames") or 93
+            frames = inputs["num_frames"]
             if (frames - 1) % 4 == 0:
                 for message in check_sequence_parallel(latent_frame_count(frames), config["num_attention_heads"],
                                                        opts.nproc):
@@ -139,7 +185,7 @@ def check_sample_request(
         from opensora_cli.distributed.device import resolve_device
 
         resolve_device(opts.device)  # raises one clear line for a missing CUDA or torch_npu
-    return report, opts, dirs, problems
+    return report, opts, dirs, problems, inputs
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -186,7 +232,7 @@ def run_sampling(
         ValidationFailed: any problem found by `check_sample_request` (nothing loaded, nothing written).
     """
     reporter = reporter or Reporter()
-    report, opts, dirs, problems = check_sample_request(inputs, options)
+    report, opts, dirs, problems, inputs = check_sample_request(inputs, options)
     if problems:
         raise ValidationFailed(report.model_copy(update={"ok": False, "problems": problems}))
 
@@ -214,7 +260,7 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
     world, rank = ctx.world_size, ctx.rank
     mode = "single" if world == 1 else ("sp" if opts.sp else "ddp")
     writer = mode != "sp" or rank == 0
-    num_frames = inputs.get("num_frames", 93)
+    num_frames = inputs["num_frames"]
     dtype = _dtype_for(opts, ctx.device)
 
     # 1. This process's jobs; finished outputs are skipped
@@ -266,7 +312,7 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
         for item, sample, seed, video_path, sidecar_path in jobs:
             reporter.video_started(item.line, sample, item.prompt)
             generator = torch.Generator(ctx.device).manual_seed(seed)
-            fixed = inputs.get("crop_for_hw") or not item.conds
+            fixed = inputs["crop_for_hw"] or not item.conds
             started = time.perf_counter()
             out = pipe(
                 item.prompt,
@@ -274,10 +320,10 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
                 frame_indices=item.frame_indices if item.conds and item.frame_indices is not None else None,
                 mask_type=item.mask_type,
                 num_frames=num_frames,
-                height=inputs.get("height") if fixed else None,
-                width=inputs.get("width") if fixed else None,
-                crop_for_hw=bool(inputs.get("crop_for_hw")),
-                max_hxw=inputs.get("max_hxw") or 236544,
+                height=inputs["height"] if fixed else None,
+                width=inputs["width"] if fixed else None,
+                crop_for_hw=inputs["crop_for_hw"],
+                max_hxw=inputs["max_hxw"],
                 num_inference_steps=opts.steps,
                 guidance_scale=opts.guidance_scale,
                 guidance_rescale=opts.guidance_rescale,
@@ -364,11 +410,11 @@ def _write_outputs(frames, result: SampleResult, item: InputItem, opts: SampleOp
         "kept_frames": result.kept_frames,
         "conds": [{"path": path, "sha256": file_sha256(path)} for path in item.conds],
         "frame_indices": item.frame_indices,
-        "num_frames": inputs.get("num_frames", 93),
+        "num_frames": inputs["num_frames"],
         "height": int(frames.shape[1]),
         "width": int(frames.shape[2]),
-        "crop_for_hw": bool(inputs.get("crop_for_hw")),
-        "max_hxw": inputs.get("max_hxw"),
+        "crop_for_hw": inputs["crop_for_hw"],
+        "max_hxw": inputs["max_hxw"],
         "steps": opts.steps,
         "guidance_scale": opts.guidance_scale,
         "guidance_rescale": opts.guidance_rescale,

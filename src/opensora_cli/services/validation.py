@@ -318,10 +318,11 @@ class LineChecker:
                     "use larger inputs, or --crop-for-hw --height H --width W to resize them")
                 return None
         area, aspect = size[0] * size[1], size[0] / size[1]
-        if area < MIN_MAX_HXW:
+        trained_min = req.max_hxw_range[0] if req.max_hxw_range else MIN_MAX_HXW
+        if area < trained_min:
             warnings.append(Problem.of(self.conds_label, number,
                                        f"output {size[0]}x{size[1]} is smaller than the trained area "
-                                       f"(>= {MIN_MAX_HXW:,} pixels); quality may suffer",
+                                       f"(>= {trained_min:,} pixels); quality may suffer",
                                        "use larger inputs or --crop-for-hw with a larger size"))
         if not MIN_ASPECT <= aspect <= MAX_ASPECT:
             warnings.append(Problem.of(self.conds_label, number,

@@ -7,6 +7,7 @@
         state/                 training_weights.safetensors (the raw trained weights, with EMA on),
                                optimizer.safetensors + optimizer.json, ema.safetensors, scheduler.json
         trainer_state.json     step, data position, loss, the config
+        opensora_defaults.json frames and area range trained on: `opensora sample`'s defaults for this model
 
 Everything is safetensors or JSON (no pickle, so nothing to trust when loading). A checkpoint is written
 into a hidden temporary folder and renamed into place, so a killed run leaves either a complete checkpoint or
@@ -88,6 +89,7 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     links: dict[str, Path],
     total_limit: int | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint-<step> atomically (main process only) and prune the oldest beyond `total_limit`.
 
@@ -95,6 +97,8 @@ def save_checkpoint(
         model: the unwrapped transformer (fp32 master weights).
         ema: a diffusers `EMAModel` or None.
         links: {"vae": folder, "text_encoder": folder} symlinked into the checkpoint.
+        defaults: sampling defaults for `opensora sample --model` (what the model was trained on), written as
+            opensora_defaults.json.
     """
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
@@ -121,6 +125,8 @@ def save_checkpoint(
     (tmp / "state" / "scheduler.json").write_text(json.dumps(lr_scheduler.state_dict()))
     extra = {"ema_optimization_step": ema.optimization_step} if ema is not None else {}
     (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, **extra, "step": step}, indent=2, default=str))
+    if defaults:
+        (tmp / "opensora_defaults.json").write_text(json.dumps(defaults, indent=2))
     for name, target in links.items():
         os.symlink(Path(target).resolve(), tmp / name, target_is_directory=True)
 

@@ -285,6 +285,8 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
                     {"loss": loss_value, "epoch": epoch, "batch": batch_index, "world_size": world,
                      "config": _loggable(config)},
                     links, config.checkpoints_total_limit,
+                    defaults={"num_frames": config.num_frames, "max_hxw": config.max_hxw,
+                              "max_hxw_range": [config.effective_min_hxw(), config.max_hxw]},
                 )
                 reporter.checkpoint(result.last_checkpoint)
             accelerator.wait_for_everyone()

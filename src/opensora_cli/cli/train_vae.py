@@ -1,0 +1,63 @@
+"""`opensora train-vae`: train a small WF-VAE on a domain of one's own (e.g. `make-demo-data`'s shapes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from opensora_cli.cli.common import VerboseOption, console
+
+
+def train_vae_command(
+    data: Path = typer.Option(..., "--data", help="Text file of 'VIDEO_ROOT,ANNOTATION.json' lines (as train)."),
+    output_dir: Path = typer.Option(Path("vae_output"), "--output-dir", help="Where the VAE folder is written."),
+    preset: str = typer.Option("WFVAEModel_D8_4x8x8-demo", "--preset", help="WF-VAE architecture preset."),
+    num_frames: int = typer.Option(9, "--num-frames", help="Frames per training clip, 1 + 4k."),
+    max_hxw: int = typer.Option(6144, "--max-hxw", help="Largest clip area."),
+    min_hxw: int = typer.Option(1024, "--min-hxw", help="Smallest clip area kept."),
+    hw_stride: int = typer.Option(16, "--hw-stride", help="Clip sizes are multiples of this."),
+    train_fps: float = typer.Option(8.0, "--train-fps", help="Frames per second clips are resampled to."),
+    train_batch_size: int = typer.Option(4, "--train-batch-size"),
+    learning_rate: float = typer.Option(1e-3, "--learning-rate", help="Adam, cosine-decayed to 1 %."),
+    max_train_steps: int = typer.Option(1500, "--max-train-steps"),
+    kl_weight: float = typer.Option(1e-6, "--kl-weight", help="Weight of the KL term."),
+    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or npu."),
+    dataloader_num_workers: int = typer.Option(2, "--dataloader-num-workers"),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    verbose: bool = VerboseOption,
+) -> None:
+    """Train a WF-VAE from scratch (L1 + KL) and save it with calibrated latent scale/shift."""
+    options = {k: v for k, v in locals().items() if k not in ("json_output", "verbose")}
+    from pydantic import ValidationError
+
+    from opensora_cli.errors import InputError
+    from opensora_cli.training.vae import VaeTrainConfig, train_vae
+
+    try:
+        config = VaeTrainConfig.model_validate(options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = "--" + str(error["loc"][0]).replace("_", "-") if error["loc"] else "options"
+        raise InputError(f"{name}: {error['msg'].removeprefix('Value error, ')}") from None
+    from opensora_cli.data.dataset import load_data_description
+
+    load_data_description(config.data)  # a bad description fails here, before any model is built
+    from opensora_cli.cli.progress import RichTrainReporter
+
+    reporter = RichTrainReporter()
+    try:
+        result = train_vae(config, reporter)
+    finally:
+        reporter.close()
+    if json_output:
+        import json
+
+        print(json.dumps({"output": str(result.output), "steps": result.steps, "psnr_db": result.psnr_db,
+                          "seconds_per_step": result.seconds_per_step, "losses": result.losses,
+                          "scale": result.scale, "shift": result.shift}))
+        return
+    console().print(f"Saved {result.output}: {result.steps} steps, {result.seconds_per_step:.2f} s/step, "
+                    f"reconstruction PSNR {result.psnr_db:.1f} dB on training clips.", soft_wrap=True)

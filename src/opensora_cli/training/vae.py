@@ -1,0 +1,138 @@
+"""Training a small WF-VAE from scratch (reconstruction + a light KL term), for a domain of one's own.
+
+The released WF-VAE was trained with adversarial and perceptual losses on web video; this trainer is the
+simple part of that recipe, enough for small synthetic domains such as `opensora make-demo-data`'s shapes:
+L1 reconstruction of posterior samples plus `kl_weight` x KL, Adam with a cosine decay. At the end the
+latent scale and shift (per channel, from the posterior means of the training data) are written into the
+saved config, so latents have roughly zero mean and unit variance for the transformer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from opensora_cli.schemas.inputs import check_num_frames
+
+
+class VaeTrainConfig(BaseModel):
+    """Options of `opensora train-vae` (field names map to --kebab-case flags)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    output_dir: Path = Path("vae_output")
+    preset: str = "WFVAEModel_D8_4x8x8-demo"
+    num_frames: int = 9
+    max_hxw: int = 6144
+    min_hxw: int = 1024
+    hw_stride: int = Field(16, ge=8)
+    train_fps: float = Field(8.0, gt=0)
+    train_batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    max_train_steps: int = Field(1500, ge=1)
+    kl_weight: float = Field(1e-6, ge=0)
+    seed: int = Field(0, ge=0)
+    device: str | None = None
+    dataloader_num_workers: int = Field(2, ge=0)
+    calibration_batches: int = Field(16, ge=1)
+
+    def model_post_init(self, _context) -> None:
+        check_num_frames(self.num_frames)
+
+
+@dataclass
+class VaeTrainResult:
+    output: Path
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    psnr_db: float = 0.0
+    seconds_per_step: float = 0.0
+    scale: list[float] = field(default_factory=list)
+    shift: list[float] = field(default_factory=list)
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB of videos in [-1, 1] (peak-to-peak 2)."""
+    mse = torch.mean((reconstruction.clamp(-1, 1) - target) ** 2).item()
+    return 100.0 if mse == 0 else 10 * math.log10(4.0 / mse)
+
+
+def train_vae(config: VaeTrainConfig, reporter=None) -> VaeTrainResult:
+    """Train, calibrate the latent scale/shift, save `output_dir` (a diffusers folder). Returns losses and PSNR."""
+    from torch.utils.data import DataLoader
+
+    from opensora_cli.data.bucketing import BucketBatchSampler
+    from opensora_cli.data.dataset import VideoTextDataset, collate
+    from opensora_cli.distributed.device import resolve_device
+    from opensora_cli.models.registry import build
+
+    device = resolve_device(config.device)
+    with torch.random.fork_rng(devices=[]):  # the initial weights depend on --seed only
+        torch.manual_seed(config.seed)
+        vae = build(config.preset).to(device).train()
+    dataset = VideoTextDataset(config.data, num_frames=config.num_frames, max_hxw=config.max_hxw,
+                               min_hxw=config.min_hxw, hw_stride=config.hw_stride, train_fps=config.train_fps,
+                               seed=config.seed)
+    sampler = BucketBatchSampler(dataset.bucket_keys, config.train_batch_size, seed=config.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.dataloader_num_workers,
+                        collate_fn=collate)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.max_train_steps,
+                                                          eta_min=config.learning_rate / 100)
+    generator = torch.Generator(device).manual_seed(config.seed)
+    result = VaeTrainResult(output=config.output_dir, steps=config.max_train_steps)
+    if reporter is not None:
+        reporter.start(config.max_train_steps, 0)
+
+    # 1. Reconstruction training
+    started = time.perf_counter()
+    batches = iter(loader)
+    for step in range(1, config.max_train_steps + 1):
+        x = next(batches)["pixel_values"].to(device)  # (B, 3, T, H, W) in [-1, 1]
+        posterior = vae.encode(x).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator)).sample
+        loss = (reconstruction - x).abs().mean() + config.kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            from opensora_cli.training.loop import TrainingDiverged
+
+            raise TrainingDiverged(f"the VAE loss became {value} at step {step}: lower --learning-rate")
+        result.losses.append(value)
+        if reporter is not None:
+            reporter.step(step, value, (time.perf_counter() - started) / step, 0.0, schedule.get_last_lr()[0])
+    result.seconds_per_step = (time.perf_counter() - started) / config.max_train_steps
+
+    # 2. Calibration: per-channel mean and std of the posterior means -> shift, scale; and the PSNR
+    vae.eval()
+    means, psnrs = [], []
+    with torch.no_grad():
+        for _ in range(config.calibration_batches):
+            x = next(batches)["pixel_values"].to(device)
+            mean = vae.encode(x).latent_dist.mean
+            means.append(mean.transpose(0, 1).flatten(1))  # (C, B*T'*h*w)
+            psnrs.append(psnr(vae.decode(mean).sample, x))
+    stacked = torch.cat(means, dim=1)
+    result.shift = stacked.mean(dim=1).tolist()
+    result.scale = (1.0 / stacked.std(dim=1).clamp(min=1e-4)).tolist()
+    result.psnr_db = sum(psnrs) / len(psnrs)
+
+    # 3. Save with the calibrated constants in the config
+    vae.save_pretrained(config.output_dir, safe_serialization=True)
+    config_path = config.output_dir / "config.json"
+    saved = json.loads(config_path.read_text())
+    saved.update(scale=result.scale, shift=result.shift)
+    config_path.write_text(json.dumps(saved, indent=2))
+    return result
