@@ -1,0 +1,363 @@
+"""A synthetic video domain for the demo model: one coloured shape moving in a straight line over a dark background.
+
+    rng = np.random.default_rng(0)
+    frames, meta = generate_clip(rng, frames=17, height=64, width=96)  # (17, 64, 96, 3) uint8, metadata
+    make_dataset("demo_data", clips=2000)  # videos/, images/, annotation.json, data.txt, eval/
+
+Everything a tiny model must learn is in the caption ("a red circle moves to the left"), and everything the
+evaluation checks is in the metadata (colour rgb, direction, centroid per frame), so no caption is ever parsed.
+Shapes are drawn by 8x8 supersampling of their exact outline, so motion is sub-pixel smooth and the metadata
+centroid (the coverage-weighted mean, in pixel-index coordinates: column x, row y) is exact. Backgrounds are
+dark and smooth so every shape stands out and a tiny VAE can reconstruct them. numpy, Pillow and imageio only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from opensora_cli.utils.io import atomic_path
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (225, 40, 40),
+    "green": (40, 205, 70),
+    "blue": (50, 110, 245),
+    "yellow": (240, 220, 40),
+    "purple": (175, 70, 220),
+    "white": (240, 240, 240),
+}
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "dark grey": (45, 45, 45),
+    "navy": (20, 25, 70),
+    "dark green": (20, 60, 30),
+    "brown": (70, 45, 25),
+}
+TEXTURES = ("plain", "gradient", "stripes", "checks")
+TEXTURE_WORDS = {"plain": "", "gradient": " with a soft gradient", "stripes": " with soft stripes",
+                 "checks": " with soft checks"}
+# Peak deviation of a texture from its base colour: low contrast keeps every shape > 100 RGB units away.
+TEXTURE_AMPLITUDE = 14.0
+SHAPE_SIZE = (14.0, 18.0)  # side of the shape's bounding box, pixels
+SPEED = (1.5, 2.5)  # pixels per frame
+MARGIN = 1.0  # pixels kept between the shape and the frame border
+SUPERSAMPLE = 8  # sub-samples per pixel side: centroids step within 1/8 px of the nominal speed
+FPS = 8
+# H.264 at CRF 10: compression artefacts would be one more thing a tiny VAE has to learn.
+DATASET_CRF = 10
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Drawing
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, str, str]:
+    """A (H, W, 3) float32 background, its description ("navy background with soft stripes") and texture."""
+    name = str(rng.choice(list(BACKGROUNDS)))
+    texture = str(rng.choice(TEXTURES))
+    base = np.array(BACKGROUNDS[name], np.float32)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, np.pi)
+    along = (x - width / 2) * np.cos(angle) + (y - height / 2) * np.sin(angle)
+    if texture == "gradient":  # a linear ramp over the frame's extent along a random direction
+        extent = abs(width * np.cos(angle)) + abs(height * np.sin(angle))
+        field = 2 * along / extent
+    elif texture == "stripes":
+        field = np.sin(2 * np.pi * along / rng.uniform(24, 40) + rng.uniform(0, 2 * np.pi))
+    elif texture == "checks":
+        period = rng.uniform(28, 44)
+        field = np.sin(2 * np.pi * x / period + rng.uniform(0, 2 * np.pi)) * np.sin(2 * np.pi * y / period)
+    else:
+        field = np.zeros_like(x)
+    image = base + TEXTURE_AMPLITUDE * field[..., None]  # same shift on every channel: the hue stays
+    return image, f"{name} background{TEXTURE_WORDS[texture]}", texture
+
+
+def _coverage(shape: str, cx: float, cy: float, size: float, height: int, width: int):
+    """Anti-aliased coverage of a shape centred (bounding box) at (cx, cy): (alpha patch, row slice, col slice).
+
+    Pixel (row i, column j) covers [j - 0.5, j + 0.5) x [i - 0.5, i + 0.5); alpha is the share of its
+    SUPERSAMPLE x SUPERSAMPLE sub-samples inside the shape.
+    """
+    half = size / 2
+    r0, r1 = max(int(np.floor(cy - half)) - 1, 0), min(int(np.ceil(cy + half)) + 2, height)
+    c0, c1 = max(int(np.floor(cx - half)) - 1, 0), min(int(np.ceil(cx + half)) + 2, width)
+    sub = (np.arange(SUPERSAMPLE) + 0.5) / SUPERSAMPLE - 0.5
+    ys = (np.arange(r0, r1)[:, None] + sub).reshape(-1, 1) - cy  # (rows * S, 1), relative to the centre
+    xs = (np.arange(c0, c1)[:, None] + sub).reshape(1, -1) - cx  # (1, cols * S)
+    if shape == "circle":
+        inside = xs**2 + ys**2 <= half**2
+    elif shape == "square":
+        inside = (np.abs(xs) <= half) & (np.abs(ys) <= half)
+    elif shape == "triangle":  # apex up, base at the bottom of the bounding box
+        inside = (ys >= -half) & (ys <= half) & (np.abs(xs) <= (ys + half) / 2)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
+    alpha = inside.reshape(r1 - r0, SUPERSAMPLE, c1 - c0, SUPERSAMPLE).mean(axis=(1, 3), dtype=np.float32)
+    return alpha, slice(r0, r1), slice(c0, c1)
+
+
+def _draw(background: np.ndarray, shape: str, rgb, cx: float, cy: float, size: float):
+    """Composite the shape over a copy of the background: (uint8 frame, (x, y) coverage-weighted centroid)."""
+    height, width = background.shape[:2]
+    alpha, rows, cols = _coverage(shape, cx, cy, size, height, width)
+    frame = background.copy()
+    frame[rows, cols] = frame[rows, cols] * (1 - alpha[..., None]) + np.asarray(rgb, np.float32) * alpha[..., None]
+    total = alpha.sum()
+    x = float((alpha.sum(axis=0) * np.arange(cols.start, cols.stop)).sum() / total)
+    y = float((alpha.sum(axis=1) * np.arange(rows.start, rows.stop)).sum() / total)
+    return np.clip(np.rint(frame), 0, 255).astype(np.uint8), (round(x, 3), round(y, 3))
+
+
+def _direction_phrase(rng: np.random.Generator, direction: str) -> str:
+    if direction in ("left", "right") and rng.random() < 0.5:
+        return f"to the {direction}"
+    return direction
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Clips and images
+# ------------------------------------------------------------------------------------------------------------
+
+
+def generate_clip(
+    rng: np.random.Generator, frames: int = 17, height: int = 64, width: int = 96, direction: str | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One clip: a shape of random colour, kind and size moving at constant speed, fully inside every frame.
+
+    Args:
+        rng: all randomness comes from it (same state, same clip).
+        frames, height, width: clip size T x H x W (height and width >= 32).
+        direction: force a direction ("left", "right", "up", "down"); random when None.
+
+    Returns:
+        frames: (T, H, W, 3) uint8.
+        metadata: colour, rgb, shape, direction, velocity (dx, dy) px/frame, centroids [(x, y)] per frame
+            (column, row; coverage-weighted), size, background, texture, caption.
+    """
+    colour = str(rng.choice(list(COLOURS)))
+    shape = str(rng.choice(SHAPES))
+    direction = str(rng.choice(list(DIRECTIONS))) if direction is None else direction
+    background, description, texture = _background(rng, height, width)
+    size = float(min(rng.uniform(*SHAPE_SIZE), min(height, width) / 2.5))
+    ux, uy = DIRECTIONS[direction]
+    steps = max(frames - 1, 1)
+    room = (width if ux else height) - size - 2 * MARGIN  # the most travel the motion axis allows
+    speed = float(min(rng.uniform(*SPEED), room / steps))
+    travel = speed * (frames - 1)
+    # Centre ranges (pixel-index coordinates) that keep the whole shape inside; long clips get a lower speed.
+    low = size / 2 + MARGIN - 0.5
+    x_hi, y_hi = width - 0.5 - size / 2 - MARGIN, height - 0.5 - size / 2 - MARGIN
+    if ux:  # start so that start + travel stays inside too
+        x0 = rng.uniform(low, x_hi - travel) + (travel if ux < 0 else 0.0)
+        y0 = rng.uniform(low, y_hi)
+    else:
+        y0 = rng.uniform(low, y_hi - travel) + (travel if uy < 0 else 0.0)
+        x0 = rng.uniform(low, x_hi)
+    velocity = (speed * ux, speed * uy)
+    caption = f"a {colour} {shape} moves {_direction_phrase(rng, direction)}"
+    if rng.random() < 0.5:
+        caption += f" on a {description}"
+    out = np.empty((frames, height, width, 3), np.uint8)
+    centroids = []
+    for t in range(frames):
+        out[t], centroid = _draw(background, shape, COLOURS[colour], x0 + velocity[0] * t, y0 + velocity[1] * t, size)
+        centroids.append(centroid)
+    metadata = {
+        "colour": colour,
+        "rgb": list(COLOURS[colour]),
+        "shape": shape,
+        "direction": direction,
+        "velocity": [round(velocity[0], 4), round(velocity[1], 4)],
+        "centroids": [list(c) for c in centroids],
+        "size": round(size, 3),
+        "background": description,
+        "texture": texture,
+        "caption": caption,
+    }
+    return out, metadata
+
+
+def generate_image(rng: np.random.Generator, height: int = 64, width: int = 96) -> tuple[np.ndarray, dict[str, Any]]:
+    """One still image of the domain: (H, W, 3) uint8 and metadata with the caption "a {colour} {shape}"."""
+    frames, meta = generate_clip(rng, 1, height, width)
+    caption = f"a {meta['colour']} {meta['shape']}"
+    if rng.random() < 0.5:
+        caption += f" on a {meta['background']}"
+    meta = {key: meta[key] for key in ("colour", "rgb", "shape", "centroids", "size", "background", "texture")}
+    return frames[0], {**meta, "caption": caption}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Files
+# ------------------------------------------------------------------------------------------------------------
+
+
+def write_clip(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS, crf: int = DATASET_CRF) -> Path:
+    """Write (T, H, W, 3) uint8 frames as H.264 mp4 (yuv420p, so every decoder reads it), atomically."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
+                                macro_block_size=1, quality=None, output_params=["-crf", str(crf)]) as writer:
+            for frame in frames:
+                writer.append_data(frame)
+    return path
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return path
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def make_dataset(
+    out_dir: str | os.PathLike,
+    clips: int = 2000,
+    images: int = 200,
+    frames: int = 17,
+    height: int = 64,
+    width: int = 96,
+    seed: int = 0,
+    heldout: int = 48,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write a training set and a held-out evaluation set of the domain into `out_dir`.
+
+    Layout: `videos/NNNNN.mp4`, `images/NNNNN.png`, `annotation.json` (training records), `data.txt`
+    (".,annotation.json": the root is the data file's own folder, so the folder can be moved), and `eval/`:
+    `NNNNN_first.png`, `NNNNN_last.png`, `NNNNN.mp4` (the whole clip: a reference and a continuation input),
+    `prompts.txt`, `conds.txt` (i2v), `transition_conds.txt`,
+    `metadata.json` (one entry per line). Training clips, images and held-out clips draw from independent
+    streams of `seed`, so changing one count leaves the others' content unchanged; held-out directions cycle
+    left, right, up, down so every direction is evaluated equally.
+
+    Args:
+        progress: called with (items written, items in all) after every clip and image.
+
+    Returns:
+        counts, paths and seconds taken.
+    """
+    import time
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    total, done = clips + images + heldout, 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    records = []
+    rng = np.random.default_rng([seed, 0])
+    for index in range(clips):
+        video, meta = generate_clip(rng, frames, height, width)
+        name = f"videos/{index:05d}.mp4"
+        write_clip(out / name, video)
+        records.append({"path": name, "cap": meta["caption"], "resolution": {"height": height, "width": width},
+                        "num_frames": frames, "fps": FPS})
+        tick()
+    rng = np.random.default_rng([seed, 1])
+    for index in range(images):
+        image, meta = generate_image(rng, height, width)
+        name = f"images/{index:05d}.png"
+        write_png(out / name, image)
+        records.append({"path": name, "cap": meta["caption"], "resolution": {"height": height, "width": width}})
+        tick()
+    _write_json(out / "annotation.json", records)
+    _write_lines(out / "data.txt", [".,annotation.json"])
+
+    rng = np.random.default_rng([seed, 2])
+    directions = list(DIRECTIONS)
+    entries, prompts, conds, transitions = [], [], [], []
+    for index in range(heldout):
+        video, meta = generate_clip(rng, frames, height, width, direction=directions[index % len(directions)])
+        first, last, clip = f"{index:05d}_first.png", f"{index:05d}_last.png", f"{index:05d}.mp4"
+        write_png(out / "eval" / first, video[0])
+        write_png(out / "eval" / last, video[-1])
+        write_clip(out / "eval" / clip, video)
+        entries.append({"line": index + 1, **meta, "first": first, "last": last, "video": clip, "frames": frames,
+                        "height": height, "width": width})
+        prompts.append(meta["caption"])
+        conds.append(first)
+        transitions.append(f"{first},{last}")
+        tick()
+    _write_lines(out / "eval" / "prompts.txt", prompts)
+    _write_lines(out / "eval" / "conds.txt", conds)
+    _write_lines(out / "eval" / "transition_conds.txt", transitions)
+    _write_json(out / "eval" / "metadata.json", entries)
+    return {
+        "out_dir": str(out),
+        "clips": clips,
+        "images": images,
+        "heldout": heldout,
+        "frames": frames,
+        "height": height,
+        "width": width,
+        "seed": seed,
+        "data_file": str(out / "data.txt"),
+        "eval_dir": str(out / "eval"),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def write_examples(out_dir: str | os.PathLike, seed: int = 0, frames: int = 17, height: int = 64,
+                   width: int = 96) -> dict[str, Any]:
+    """Four quick-start lines in the domain: `prompts.txt`, `conds.txt` and the media they name.
+
+    Lines: i2v (`i2v.png`), transition (`transition_first.png,transition_last.png`), key frames
+    (`keyframe_0.png@0,keyframe_1.png@M,keyframe_2.png@-1`, M the middle frame) and continuation
+    (`continuation.mp4`, `frames` long). Each line comes from its own clip, with a different direction.
+
+    Returns:
+        {"prompts": path, "conds": path, "files": [media paths]}.
+    """
+    out = Path(out_dir)
+    rng = np.random.default_rng([seed, 3])
+    middle = (frames - 1) // 2
+    prompts, conds, files = [], [], []
+    for kind, direction in zip(("i2v", "transition", "keyframes", "continuation"), ("right", "up", "left", "down")):
+        video, meta = generate_clip(rng, frames, height, width, direction=direction)
+        prompts.append(meta["caption"])
+        if kind == "i2v":
+            names = {"i2v.png": video[0]}
+            conds.append("i2v.png")
+        elif kind == "transition":
+            names = {"transition_first.png": video[0], "transition_last.png": video[-1]}
+            conds.append("transition_first.png,transition_last.png")
+        elif kind == "keyframes":
+            names = {"keyframe_0.png": video[0], "keyframe_1.png": video[middle], "keyframe_2.png": video[-1]}
+            conds.append(f"keyframe_0.png@0,keyframe_1.png@{middle},keyframe_2.png@-1")
+        else:
+            write_clip(out / "continuation.mp4", video)
+            files.append(out / "continuation.mp4")
+            names = {}
+            conds.append("continuation.mp4")
+        for name, image in names.items():
+            files.append(write_png(out / name, image))
+    _write_lines(out / "prompts.txt", prompts)
+    _write_lines(out / "conds.txt", conds)
+    return {"prompts": str(out / "prompts.txt"), "conds": str(out / "conds.txt"), "files": [str(f) for f in files]}
