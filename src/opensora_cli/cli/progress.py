@@ -103,9 +103,14 @@ class RichTrainReporter(TrainReporter):
         self._task = self.progress.add_task("train", total=total_steps, completed=first_step, stats="")
 
     def step(self, step: int, loss: float, seconds: float, samples_per_second: float, lr: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self._task, completed=step, stats=f"loss {loss:.4f}  {seconds:.2f} s/step  "
-                                 f"{samples_per_second:.2f} samples/s")
+        if self.progress is None:
+            return
+        stats = f"loss {loss:.4f}  {seconds:.2f} s/step  {samples_per_second:.2f} samples/s"
+        self.progress.update(self._task, completed=step, stats=stats)
+        total = self.progress.tasks[0].total or 1
+        if not self.console.is_terminal and (step % max(1, int(total) // 20) == 0 or step == total):
+            # Off a terminal (a log file) the bar is not redrawn: a line every 5 % instead.
+            self.console.print(f"step {step}/{int(total)}: {stats}  lr {lr:.2e}", soft_wrap=True)
 
     def replaced(self, problems: list) -> None:
         if self.enabled:

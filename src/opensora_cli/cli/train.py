@@ -44,6 +44,9 @@ def train_command(
     gradient_accumulation_steps: Optional[int] = _opt("--gradient-accumulation-steps", help="[1]"),
     train_batch_size: Optional[int] = _opt("--train-batch-size", help="Clips per process per micro-batch [1]."),
     mixed_precision: Optional[str] = _opt("--mixed-precision", help="no, fp16 or bf16 [bf16 on GPU/NPU]."),
+    vae_sample_posterior: Optional[bool] = _opt(
+        "--vae-sample-posterior/--vae-posterior-mean",
+        help="Encode clips with posterior samples (the reference) or the posterior mean [sample]."),
     gradient_checkpointing: Optional[bool] = _opt("--gradient-checkpointing/--no-gradient-checkpointing",
                                                   help="Recompute block activations in the backward pass."),
     use_ema: Optional[bool] = _opt("--use-ema/--no-ema", help="Keep an EMA of the weights (saved for sampling)."),

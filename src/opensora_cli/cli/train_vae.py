@@ -23,6 +23,9 @@ def train_vae_command(
     learning_rate: float = typer.Option(1e-3, "--learning-rate", help="Adam, cosine-decayed to 1 %."),
     max_train_steps: int = typer.Option(1500, "--max-train-steps"),
     kl_weight: float = typer.Option(1e-6, "--kl-weight", help="Weight of the KL term."),
+    edge_weight: float = typer.Option(1.0, "--edge-weight", help="Weight of the L1 of spatial gradients."),
+    foreground_weight: float = typer.Option(
+        4.0, "--foreground-weight", help="Extra weight of pixels far from the clip's median colour."),
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or npu."),
     dataloader_num_workers: int = typer.Option(2, "--dataloader-num-workers"),

@@ -44,7 +44,7 @@ TEXTURE_WORDS = {"plain": "", "gradient": " with a soft gradient", "stripes": " 
                  "checks": " with soft checks"}
 # Peak deviation of a texture from its base colour: low contrast keeps every shape > 100 RGB units away.
 TEXTURE_AMPLITUDE = 14.0
-SHAPE_SIZE = (14.0, 18.0)  # side of the shape's bounding box, pixels
+SHAPE_SIZE = (20.0, 26.0)  # side of the shape's bounding box, pixels (about 3 latent cells of the 8x VAE)
 SPEED = (1.5, 2.5)  # pixels per frame
 MARGIN = 1.0  # pixels kept between the shape and the frame border
 SUPERSAMPLE = 8  # sub-samples per pixel side: centroids step within 1/8 px of the nominal speed
@@ -156,10 +156,10 @@ def generate_clip(
     low = size / 2 + MARGIN - 0.5
     x_hi, y_hi = width - 0.5 - size / 2 - MARGIN, height - 0.5 - size / 2 - MARGIN
     if ux:  # start so that start + travel stays inside too
-        x0 = rng.uniform(low, x_hi - travel) + (travel if ux < 0 else 0.0)
+        x0 = rng.uniform(low, max(low, x_hi - travel)) + (travel if ux < 0 else 0.0)  # max: float rounding
         y0 = rng.uniform(low, y_hi)
     else:
-        y0 = rng.uniform(low, y_hi - travel) + (travel if uy < 0 else 0.0)
+        y0 = rng.uniform(low, max(low, y_hi - travel)) + (travel if uy < 0 else 0.0)
         x0 = rng.uniform(low, x_hi)
     velocity = (speed * ux, speed * uy)
     caption = f"a {colour} {shape} moves {_direction_phrase(rng, direction)}"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Train the bundled demo model from scratch with opensora's own commands, on a CPU, and install it into the
+# package (src/opensora_cli/demo_model). About 50 minutes on 2 cores.
+#
+#     bash examples/demo/train_demo_model.sh [WORK_DIR]
+#
+# 1. synthetic data: 2000 clips of a coloured shape moving left/right/up/down, 200 images, a held-out set
+# 2. the VAE: a base-16 WF-VAE trained for reconstruction (L1 + KL), latent scale/shift calibrated
+# 3. the text encoder: a 2-layer T5 with the ByT5 tokenizer, random and frozen (like mT5 in the real model,
+#    it only has to tell words apart; the transformer learns to read it)
+# 4. the transformer: OpenSoraInpaint_v1_3 6 x 144 wide, trained with masks drawn from mask_config.yaml
+# 5. export: the newest checkpoint, in fp16, with its sampling defaults (17 frames, 64x96, 25 steps)
+set -euo pipefail
+WORK=${1:-demo_work}
+HERE=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$WORK"
+
+[ -f "$WORK/data/data.txt" ] || opensora make-demo-data "$WORK/data" --clips 2000 --images 200 --heldout 48 --seed 0
+[ -f "$WORK/vae/config.json" ] || opensora train-vae --data "$WORK/data/data.txt" --output-dir "$WORK/vae" \
+  --num-frames 5 --train-batch-size 4 --max-train-steps 3000 --seed 0
+[ -f "$WORK/text/text_encoder/config.json" ] || opensora init-model "$WORK/text" --transformer none --vae none \
+  --text-encoder t5-demo --seed 0
+opensora train --data "$WORK/data/data.txt" --model OpenSoraInpaint_v1_3-demo --vae "$WORK/vae" \
+  --text-encoder "$WORK/text/text_encoder" --mask-config "$HERE/mask_config.yaml" \
+  --num-frames 17 --max-hxw 6144 --min-hxw 1024 --hw-stride 16 --train-fps 8 \
+  --train-batch-size 8 --learning-rate 5e-4 --lr-warmup-steps 100 --max-train-steps 2500 \
+  --use-ema --ema-decay 0.998 --checkpointing-steps 250 --checkpoints-total-limit 2 \
+  --resume-from-checkpoint latest --vae-posterior-mean --dataloader-num-workers 1 --seed 0 \
+  --output-dir "$WORK/train"
+python "$HERE/export_demo_model.py" "$WORK/train"
