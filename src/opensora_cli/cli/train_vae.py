@@ -14,6 +14,7 @@ def train_vae_command(
     data: Path = typer.Option(..., "--data", help="Text file of 'VIDEO_ROOT,ANNOTATION.json' lines (as train)."),
     output_dir: Path = typer.Option(Path("vae_output"), "--output-dir", help="Where the VAE folder is written."),
     preset: str = typer.Option("WFVAEModel_D8_4x8x8-demo", "--preset", help="WF-VAE architecture preset."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Continue from this VAE folder instead of a preset."),
     num_frames: int = typer.Option(9, "--num-frames", help="Frames per training clip, 1 + 4k."),
     max_hxw: int = typer.Option(6144, "--max-hxw", help="Largest clip area."),
     min_hxw: int = typer.Option(1024, "--min-hxw", help="Smallest clip area kept."),

@@ -31,6 +31,7 @@ class VaeTrainConfig(BaseModel):
     data: Path
     output_dir: Path = Path("vae_output")
     preset: str = "WFVAEModel_D8_4x8x8-demo"
+    init: Path | None = None  # a VAE folder to continue from (e.g. trained on short clips first: cheaper)
     num_frames: int = 9
     max_hxw: int = 6144
     min_hxw: int = 1024
@@ -96,9 +97,16 @@ def train_vae(config: VaeTrainConfig, reporter=None) -> VaeTrainResult:
     from opensora_cli.models.registry import build
 
     device = resolve_device(config.device)
-    with torch.random.fork_rng(devices=[]):  # the initial weights depend on --seed only
-        torch.manual_seed(config.seed)
-        vae = build(config.preset).to(device).train()
+    if config.init is not None:
+        from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+        from opensora_cli.models.loading import load_pretrained
+
+        vae = load_pretrained(WFVAEModel, config.init, meta_init=False, optional_keys=WFVAEModel.fixed_filter_keys())
+        vae = vae.to(device).train()
+    else:
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on --seed only
+            torch.manual_seed(config.seed)
+            vae = build(config.preset).to(device).train()
     dataset = VideoTextDataset(config.data, num_frames=config.num_frames, max_hxw=config.max_hxw,
                                min_hxw=config.min_hxw, hw_stride=config.hw_stride, train_fps=config.train_fps,
                                seed=config.seed)
