@@ -143,11 +143,38 @@ def test_bad_options_are_reported_before_loading(cli, inputs, model_dir, extra, 
     assert result.code == 1 and message in (result.out + result.err)
 
 
-def test_missing_model_option(cli, inputs):
+def test_without_model_and_without_a_bundled_model_the_refusal_names_model(cli, inputs, monkeypatch):
+    # an install without the demo model (e.g. a wheel built without package data)
+    monkeypatch.setattr("opensora_cli.services.sampling.bundled_model_dir", lambda: None)
     prompts = inputs / "p.txt"
     prompts.write_text("x\n")
+    (inputs / "c.txt").write_text("a.png\n")
     result = cli("sample", "--prompts", prompts, "--conds", inputs / "c.txt")
-    assert result.code == 1 and "--model" in result.out
+    assert result.code == 1 and "--model" in result.out and "bundled demo model" in result.out
+
+
+def test_model_defaults_fill_only_what_the_user_left_out(cli, inputs, model_dir, tmp_path):
+    """A bundle's opensora_defaults.json sets frames, size, steps, template and negative prompt; flags win."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for part in ("transformer", "vae", "text_encoder"):
+        (bundle / part).symlink_to(model_dir / part)
+    (bundle / "opensora_defaults.json").write_text(json.dumps(
+        {"num_frames": 5, "height": 64, "width": 96, "crop_for_hw": True, "steps": 2, "fps": 8,
+         "guidance_scale": 3.0, "negative_prompt": "", "prompt_template": False}))
+    (inputs / "p.txt").write_text("a red square\n")
+    (inputs / "c.txt").write_text("a.png\n")
+    result = cli("sample", "--prompts", inputs / "p.txt", "--conds", inputs / "c.txt", "--model", bundle,
+                 "--output-dir", tmp_path / "out", "--json")
+    assert result.code == 0, result.err
+    sidecar = json.loads(open(json.loads(result.out)["results"][0]["sidecar"]).read())
+    assert (sidecar["num_frames"], sidecar["height"], sidecar["width"], sidecar["steps"]) == (5, 64, 96, 2)
+    assert (sidecar["negative_prompt"], sidecar["prompt_template"], sidecar["guidance_scale"]) == ("", False, 3.0)
+    result = cli("sample", "--prompts", inputs / "p.txt", "--conds", inputs / "c.txt", "--model", bundle,
+                 "--output-dir", tmp_path / "out2", "--json", "--steps", "1", "--prompt-template",
+                 "--negative-prompt", "blurry")
+    sidecar = json.loads(open(json.loads(result.out)["results"][0]["sidecar"]).read())
+    assert (sidecar["steps"], sidecar["prompt_template"], sidecar["negative_prompt"]) == (1, True, "blurry")
 
 
 @pytest.mark.slow

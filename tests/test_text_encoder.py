@@ -61,3 +61,28 @@ def test_bad_folders_raise_clear_errors(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ModelLoadError, match="not a T5-family encoder"):
         TextEncoder.from_pretrained(tmp_path)
+
+
+def test_padding_to_the_longest_prompt_changes_nothing_downstream(folder):
+    """"longest" padding (what sample and train use) gives the real tokens' states of 512-style padding, and the
+    transformer, which masks padding out, the same velocity."""
+    from opensora_cli.models.registry import build
+
+    prompts = ["a red circle moves to the left", "a blue square moves up on a navy background"]
+    full_states, full_mask = TextEncoder.from_pretrained(folder, max_length=96)(prompts)
+    short = TextEncoder.from_pretrained(folder, max_length=96, padding="longest")
+    states, mask = short(prompts)
+    assert states.shape[2] == mask.shape[2] == len(prompts[1].encode()) + 1 < 96
+    assert torch.equal(mask, full_mask[..., : mask.shape[2]])
+    assert torch.allclose(states * mask[..., None], full_states[:, :, : states.shape[2]] * mask[..., None], atol=1e-5)
+
+    transformer = build("OpenSoraInpaint_v1_3-tiny").eval()
+    _randomise_(transformer, torch.Generator().manual_seed(1))
+    latents = torch.randn(2, 20, 2, 8, 12, generator=torch.Generator().manual_seed(2))
+    timestep = torch.tensor([10, 700])
+    with torch.no_grad():
+        a = transformer(latents, timestep, encoder_hidden_states=full_states, encoder_attention_mask=full_mask)[0]
+        b = transformer(latents, timestep, encoder_hidden_states=states, encoder_attention_mask=mask)[0]
+    assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="padding"):
+        TextEncoder.from_pretrained(folder, padding="right")

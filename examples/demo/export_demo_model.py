@@ -27,6 +27,9 @@ DEFAULTS = {
     "steps": 25,
     "guidance_scale": 4.5,
     "fps": 8,
+    # trained on plain captions with "" as the dropped caption: no template, no reference negative prompt
+    "prompt_template": False,
+    "negative_prompt": "",
 }
 
 

@@ -43,7 +43,10 @@ def sample_command(
     num_samples_per_prompt: int = typer.Option(1, "--num-samples-per-prompt", help="Videos per prompt."),
     noise_strength: float = typer.Option(0.0, "--noise-strength", help="Noise on kept frames, in [0, 1]."),
     negative_prompt: Optional[str] = typer.Option(
-        None, "--negative-prompt", help="Negative prompt [default: the reference's]; '' for none."),
+        None, "--negative-prompt", help="Negative prompt [default: the model's; the reference's]; '' for none."),
+    prompt_template: Optional[bool] = typer.Option(
+        None, "--prompt-template/--no-prompt-template", help="Wrap prompts in the reference's 'high quality, "
+        "high aesthetic' template [default: the model's; on for the released model]."),
     fps: Optional[int] = typer.Option(None, "--fps", help="Frames per second of the mp4 [default: the model's; 18]."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or npu [default: cuda, npu, cpu]."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32, bf16 or fp16 [default: fp32 on CPU, else bf16]."),
@@ -64,7 +67,8 @@ def sample_command(
     options = dict(model=model, vae=vae, text_encoder=text_encoder, output_dir=output_dir, steps=steps,
                    guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, sampler=sampler, seed=seed,
                    num_samples_per_prompt=num_samples_per_prompt, noise_strength=noise_strength,
-                   negative_prompt=negative_prompt, fps=fps, device=device, dtype=dtype, nproc=nproc, sp=sp,
+                   negative_prompt=negative_prompt, prompt_template=prompt_template, fps=fps, device=device,
+                   dtype=dtype, nproc=nproc, sp=sp,
                    vae_tiling=vae_tiling, cpu_offload=cpu_offload, compile=compile_model,
                    sample_posterior=sample_posterior,
                    overwrite=overwrite)

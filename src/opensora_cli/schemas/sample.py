@@ -25,6 +25,7 @@ class SampleOptions(BaseModel):
     num_samples_per_prompt: int = Field(1, ge=1, le=64)
     noise_strength: float = Field(0.0, ge=0.0, le=1.0)
     negative_prompt: str | None = None  # None = the reference's negative prompt
+    prompt_template: bool = True  # wrap prompts in the reference's "high quality, high aesthetic, ..." template
     fps: int = Field(18, ge=1, le=120)
     device: str | None = None  # None = cuda, else npu, else cpu
     dtype: str | None = None  # None = fp32 on cpu, bf16 on accelerators
