@@ -33,7 +33,7 @@ def train_vae_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     verbose: bool = VerboseOption,
 ) -> None:
-    """Train a WF-VAE from scratch (L1 + KL) and save it with calibrated latent scale/shift."""
+    """Train a small WF-VAE (weighted reconstruction + edge + KL) and save it with calibrated latent scale/shift."""
     options = {k: v for k, v in locals().items() if k not in ("json_output", "verbose")}
     from pydantic import ValidationError
 
