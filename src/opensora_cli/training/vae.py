@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from opensora_cli.schemas.inputs import check_num_frames
 
@@ -48,8 +48,11 @@ class VaeTrainConfig(BaseModel):
     dataloader_num_workers: int = Field(2, ge=0)
     calibration_batches: int = Field(16, ge=1)
 
-    def model_post_init(self, _context) -> None:
-        check_num_frames(self.num_frames)
+    @field_validator("num_frames")
+    @classmethod
+    def _num_frames(cls, value: int) -> int:  # a field validator, so the error names --num-frames
+        check_num_frames(value)
+        return value
 
 
 @dataclass
