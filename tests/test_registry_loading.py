@@ -82,7 +82,7 @@ def test_load_casts_while_reading(folder):
 
 
 def test_vae_loads_with_or_without_its_fixed_filters(folder, tmp_path):
-    vae = load_pretrained(WFVAEModel, folder["vae"], meta_init=False, optional_keys=WFVAEModel.fixed_filter_keys())
+    vae = WFVAEModel.load(folder["vae"])
     state = read_state_dict(folder["vae"])
     stripped = {k: v for k, v in state.items() if k not in WFVAEModel.fixed_filter_keys()}
     assert len(stripped) < len(state)
@@ -90,7 +90,7 @@ def test_vae_loads_with_or_without_its_fixed_filters(folder, tmp_path):
     out.mkdir()
     (out / "config.json").write_text((folder["vae"] / "config.json").read_text())
     save_file(stripped, out / "diffusion_pytorch_model.safetensors")
-    again = load_pretrained(WFVAEModel, out, meta_init=False, optional_keys=WFVAEModel.fixed_filter_keys())
+    again = WFVAEModel.load(out)
     for key, value in vae.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
 
@@ -143,5 +143,5 @@ def test_reference_ckpt_layout_is_read(folder, tmp_path):
     out.mkdir()
     (out / "config.json").write_text((folder["vae"] / "config.json").read_text())
     torch.save({"ema_state_dict": {f"module.{k}": v for k, v in state.items()}, "step": 3}, out / "last.ckpt")
-    vae = load_pretrained(WFVAEModel, out, meta_init=False, optional_keys=WFVAEModel.fixed_filter_keys())
+    vae = WFVAEModel.load(out)
     assert torch.equal(vae.state_dict()["decoder.conv_out.weight"], state["decoder.conv_out.weight"])

@@ -102,7 +102,7 @@ def test_loss_falls(cli, data_file, model_dir, tmp_path):
                          min_hxw=1024, hw_stride=16, train_fps=8, seed=3)
     initial, _ = build_transformer(config, {})
     trained = load_pretrained(OpenSoraInpaint_v1_3, tmp_path / "out" / "checkpoint-60" / "transformer")
-    vae = load_pretrained(WFVAEModel, model_dir / "vae", meta_init=False, optional_keys=WFVAEModel.fixed_filter_keys())
+    vae = WFVAEModel.load(model_dir / "vae")
     text_encoder = TextEncoder.from_pretrained(model_dir / "text_encoder")
     dataset = VideoTextDataset(data_file, num_frames=9, max_hxw=6144, min_hxw=1024, hw_stride=16, train_fps=8, seed=3)
     alphas = make_scheduler("DDPM").alphas_cumprod.float()

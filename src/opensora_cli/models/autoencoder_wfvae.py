@@ -654,6 +654,15 @@ class WFVAEModel(ModelMixin, ConfigMixin):
         self.decoder_chunk_latents = 2
 
     @classmethod
+    def load(cls, folder, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> WFVAEModel:
+        """`load_pretrained` for a WF-VAE folder: every key checked, the fixed Haar filters optional (the released
+        checkpoint stores them, ours may not), so the model is built for real rather than on the meta device."""
+        from opensora_cli.models.loading import load_pretrained
+
+        return load_pretrained(cls, folder, dtype=dtype, device=device, meta_init=False,
+                               optional_keys=cls.fixed_filter_keys())
+
+    @classmethod
     def fixed_filter_keys(cls) -> frozenset[str]:
         """State-dict keys of the fixed Haar filters, which a checkpoint may omit (see `HAAR_KEYS`)."""
         return HAAR_KEYS

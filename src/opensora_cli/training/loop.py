@@ -136,7 +136,6 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
     from opensora_cli.masks.compressor import MaskCompressor
     from opensora_cli.masks.noise import GaussianNoiseAdder
     from opensora_cli.models.autoencoder_wfvae import WFVAEModel
-    from opensora_cli.models.loading import load_pretrained
     from opensora_cli.models.text_encoder import TextEncoder
     from opensora_cli.pipelines.schedulers import make_scheduler
     from opensora_cli.schemas.mask_config import MaskConfig, load_mask_config
@@ -172,8 +171,7 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
     # pad to the batch's longest caption: same loss as 512 padded slots, a fraction of the work
     text_encoder = TextEncoder.from_pretrained(dirs["text_encoder"], dtype=weight_dtype, device=device,
                                                padding="longest")
-    vae = load_pretrained(WFVAEModel, dirs["vae"], dtype=weight_dtype, device=device, meta_init=False,
-                          optional_keys=WFVAEModel.fixed_filter_keys()).requires_grad_(False)
+    vae = WFVAEModel.load(dirs["vae"], dtype=weight_dtype, device=device).requires_grad_(False)
     transformer, note = build_transformer(config, dirs)
     reporter.phase(note)
     if transformer.config.caption_channels != text_encoder.hidden_size:
