@@ -1,4 +1,5 @@
-"""Training speed and memory: step time, samples/s and peak memory, tiny and medium models, 1 vs 2 processes.
+"""Training speed and memory: step time, samples/s and peak memory, tiny and medium models, 1 vs 2 processes,
+and the tiny model with and without the latent cache (`--vae-posterior-mean --latent-cache-mib`).
 
     python benchmarks/train.py [--steps 20]
 
@@ -68,28 +69,32 @@ def main() -> None:
         data = make_data(root / "data")
         models = write_random_model_folder(root / "model")
         text_encoders = {"tiny": models["text_encoder"], "medium": wide_text_encoder(root / "t5-512")}
-        for size in ("tiny", "medium"):
-            for nproc in (1, 2):
-                out = root / f"out-{size}-{nproc}"
-                command = [exe, "train", "--data", str(data), "--model", f"OpenSoraInpaint_v1_3-{size}", "--vae",
-                           str(models["vae"]), "--text-encoder", str(text_encoders[size]), "--output-dir",
-                           str(out), "--num-frames", "17", "--max-hxw", "24576", "--min-hxw", "4096",
-                           "--hw-stride", "16", "--train-fps", "16", "--train-batch-size", "2",
-                           "--max-train-steps", str(args.steps), "--checkpointing-steps", str(args.steps),
-                           "--learning-rate", "1e-4", "--dataloader-num-workers", "0", "--nproc", str(nproc),
-                           "--json"]
-                proc = subprocess.run(command, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    rows.append((size, nproc, float("nan"), float("nan"), "failed: " + proc.stderr[-300:]))
-                    continue
-                result = json.loads(proc.stdout.strip().splitlines()[-1])
-                rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-                rows.append((size, nproc, result["seconds_per_step"], result["samples_per_second"],
-                             f"{rss:.2f} GiB peak RSS; last loss {result['losses'][-1]:.3f}"))
+        runs = [(size, nproc, ()) for size in ("tiny", "medium") for nproc in (1, 2)]
+        runs += [("tiny", 1, ("--vae-posterior-mean",)),
+                 ("tiny", 1, ("--vae-posterior-mean", "--latent-cache-mib", "256"))]
+        for size, nproc, extra in runs:
+            out = root / f"out-{size}-{nproc}-{len(extra)}"
+            command = [exe, "train", "--data", str(data), "--model", f"OpenSoraInpaint_v1_3-{size}", "--vae",
+                       str(models["vae"]), "--text-encoder", str(text_encoders[size]), "--output-dir",
+                       str(out), "--num-frames", "17", "--max-hxw", "24576", "--min-hxw", "4096",
+                       "--hw-stride", "16", "--train-fps", "16", "--train-batch-size", "2",
+                       "--max-train-steps", str(args.steps), "--checkpointing-steps", str(args.steps),
+                       "--learning-rate", "1e-4", "--dataloader-num-workers", "0", "--nproc", str(nproc),
+                       "--json", *extra]
+            proc = subprocess.run(command, capture_output=True, text=True)
+            if proc.returncode != 0:
+                rows.append((size, nproc, extra, float("nan"), float("nan"), "failed: " + proc.stderr[-300:]))
+                continue
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+            cache = result.get("latent_cache")
+            reused = f"; {cache['hits']} of {cache['hits'] + cache['misses']} encodes reused" if cache else ""
+            rows.append((size, nproc, extra, result["seconds_per_step"], result["samples_per_second"],
+                         f"{rss:.2f} GiB peak RSS (all runs so far); last loss {result['losses'][-1]:.3f}{reused}"))
     print(f"CPU, {os.cpu_count()} cores, fp32; batch 2 per process of 17x128x192 clips, {args.steps} steps\n")
-    print("| model | processes | s/step | samples/s | memory / notes |\n|---|---|---|---|---|")
-    for size, nproc, per_step, rate, notes in rows:
-        print(f"| {size} | {nproc} | {per_step:.3f} | {rate:.2f} | {notes} |")
+    print("| model | processes | options | s/step | samples/s | memory / notes |\n|---|---|---|---|---|---|")
+    for size, nproc, extra, per_step, rate, notes in rows:
+        print(f"| {size} | {nproc} | {' '.join(extra) or '—'} | {per_step:.3f} | {rate:.2f} | {notes} |")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ def train_command(
     vae_sample_posterior: Optional[bool] = _opt(
         "--vae-sample-posterior/--vae-posterior-mean",
         help="Encode clips with posterior samples (the reference) or the posterior mean [sample]."),
+    latent_cache_mib: Optional[int] = _opt(
+        "--latent-cache-mib", help="Keep VAE latents of repeated inputs in this much host memory, for small data "
+        "on a CPU; needs --vae-posterior-mean [0: off]."),
     gradient_checkpointing: Optional[bool] = _opt("--gradient-checkpointing/--no-gradient-checkpointing",
                                                   help="Recompute block activations in the backward pass."),
     use_ema: Optional[bool] = _opt("--use-ema/--no-ema", help="Keep an EMA of the weights (saved for sampling)."),
@@ -100,7 +103,7 @@ def train_command(
                           "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
                           "losses": result.losses, "seconds_per_step": result.seconds_per_step,
                           "samples_per_second": result.samples_per_second,
-                          "peak_memory_gib": result.peak_memory_gib}))
+                          "peak_memory_gib": result.peak_memory_gib, "latent_cache": result.latent_cache}))
         return
     out = console()
     if result.steps == result.first_step:
@@ -109,6 +112,11 @@ def train_command(
     out.print(f"Trained steps {result.first_step + 1}-{result.steps}: {result.seconds_per_step:.3f} s/step, "
               f"{result.samples_per_second:.2f} samples/s, last loss {result.losses[-1]:.4f}"
               + (f", peak GPU memory {result.peak_memory_gib:.2f} GiB" if result.peak_memory_gib else "") + ".")
+    if result.latent_cache:
+        c = result.latent_cache
+        total = c["hits"] + c["misses"]
+        out.print(f"Latent cache: {c['hits']} of {total} encodes reused ({100 * c['hits'] / max(1, total):.0f} %), "
+                  f"{c['entries']} latents in {c['mib']} MiB.")
     if result.last_checkpoint:
         out.print(f"Last checkpoint: {result.last_checkpoint} — sample with: opensora sample --model "
                   f"{result.last_checkpoint} ...", soft_wrap=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, ValidationInfo
 
 from opensora_cli.data.resolution import MAX_MAX_HXW
 from opensora_cli.schemas.inputs import check_num_frames, option_name
@@ -41,6 +41,8 @@ class TrainConfig(BaseModel):
     vae: Path | None = None
     text_encoder: Path | None = None
     vae_sample_posterior: bool = True  # the reference trains on posterior samples
+    # host memory for cached VAE latents (0: off); needs the posterior mean, whose latents repeat
+    latent_cache_mib: int = Field(0, ge=0)
     gradient_checkpointing: bool = False
 
     # optimisation
@@ -77,6 +79,14 @@ class TrainConfig(BaseModel):
     @classmethod
     def _frames(cls, value: int) -> int:
         return check_num_frames(value)
+
+    @field_validator("latent_cache_mib")
+    @classmethod
+    def _cache_needs_mean(cls, value: int, info: ValidationInfo) -> int:
+        if value and info.data.get("vae_sample_posterior", True):  # declared above, so already validated
+            raise ValueError("a latent cache needs the posterior mean (posterior samples never repeat); "
+                             "add --vae-posterior-mean or drop --latent-cache-mib")
+        return value
 
     def effective_min_hxw(self) -> int:
         return self.min_hxw if self.min_hxw is not None else self.max_hxw // 4

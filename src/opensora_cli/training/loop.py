@@ -50,6 +50,7 @@ class TrainResult:
     seconds_per_step: float = 0.0
     samples_per_second: float = 0.0
     peak_memory_gib: float | None = None
+    latent_cache: dict[str, float] | None = None  # hits, misses, entries, mib (with --latent-cache-mib)
 
 
 def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.device) -> torch.Generator:
@@ -181,6 +182,11 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
         transformer.enable_gradient_checkpointing()
     transformer.train()
     compressor = MaskCompressor(*vae.vae_scale_factor)
+    cache = None
+    if config.latent_cache_mib:  # the schema makes sure the encoding is the (deterministic) posterior mean
+        from opensora_cli.training.latent_cache import LatentCache
+
+        cache = LatentCache(vae.encode_latents, config.latent_cache_mib * 2**20)
     noise_adder = GaussianNoiseAdder.for_training() if config.add_noise_to_condition else None
     # The schedule sampling uses (zero terminal SNR), so the SNR weights and targets match inference.
     alphas_cumprod = make_scheduler("DDPM").alphas_cumprod.to(device=device, dtype=torch.float32)
@@ -243,7 +249,7 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
         generator = step_generator(config.seed, global_step, micro, rank, device)
         with accelerator.accumulate(model):
             loss = _loss(batch, model, vae, text_encoder, compressor, noise_adder, alphas_cumprod, config,
-                         weight_dtype, device, generator)
+                         weight_dtype, device, generator, cache)
             accelerator.backward(loss)
             if accelerator.sync_gradients and deepspeed_plugin is None:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -295,6 +301,9 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
     done = global_step - result.first_step
     result.seconds_per_step = elapsed / max(1, done)
     result.samples_per_second = samples_seen / elapsed if elapsed else 0.0
+    if cache is not None:
+        result.latent_cache = {"hits": cache.hits, "misses": cache.misses, "entries": len(cache),
+                               "mib": round(cache.bytes / 2**20, 1)}
     if device.type == "cuda":
         result.peak_memory_gib = torch.cuda.max_memory_allocated() / 2**30
     accelerator.end_training()
@@ -302,17 +311,26 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
 
 
 def _loss(batch, model, vae, text_encoder, compressor, noise_adder, alphas_cumprod, config: TrainConfig,
-          weight_dtype, device, generator) -> torch.Tensor:
+          weight_dtype, device, generator, cache=None) -> torch.Tensor:
     """v-prediction loss of one micro-batch (optionally min-SNR weighted), noise and targets in fp32."""
-    pixels = batch["pixel_values"].to(device, weight_dtype)  # (B, 3, T, H, W)
-    masked = batch["masked_pixel_values"].to(device, weight_dtype)  # (B, 3, T, H, W), unknown frames -1
     mask = batch["mask"].to(device, weight_dtype)  # (B, 1, T, H, W), 1 = generate
     with torch.no_grad():
-        if noise_adder is not None:
-            masked = noise_adder(masked, mask, generator)
-        posterior = config.vae_sample_posterior
-        latents = vae.encode_latents(pixels, sample_posterior=posterior, generator=generator).float()
-        condition = vae.encode_latents(masked, sample_posterior=posterior, generator=generator).float()
+        if cache is not None:  # posterior means of inputs seen before come from memory (same values)
+            if noise_adder is None:
+                latents, condition = cache(batch["pixel_values"], batch["masked_pixel_values"], device=device,
+                                           dtype=weight_dtype)
+            else:  # noisy conditions never repeat: only the clean clips are worth caching
+                (latents,) = cache(batch["pixel_values"], device=device, dtype=weight_dtype)
+                masked = noise_adder(batch["masked_pixel_values"].to(device, weight_dtype), mask, generator)
+                condition = vae.encode_latents(masked).float()
+        else:
+            pixels = batch["pixel_values"].to(device, weight_dtype)  # (B, 3, T, H, W)
+            masked = batch["masked_pixel_values"].to(device, weight_dtype)  # (B, 3, T, H, W), unknown frames -1
+            if noise_adder is not None:
+                masked = noise_adder(masked, mask, generator)
+            posterior = config.vae_sample_posterior
+            latents = vae.encode_latents(pixels, sample_posterior=posterior, generator=generator).float()
+            condition = vae.encode_latents(masked, sample_posterior=posterior, generator=generator).float()
         latent_mask = compressor(mask).float()  # (B, 4, T', h, w)
         text, text_mask = text_encoder(batch["caption"])  # (B, 1, L, C), (B, 1, L)
 
