@@ -48,3 +48,16 @@ def test_train_vae_refuses_bad_options_and_folders(cli, data, tmp_path):
     assert result.code == 1 and "--num-frames" in (result.out + result.err)
     result = _train(cli, data, tmp_path / "d", "--init", tmp_path / "nothing")
     assert result.code == 1 and "no config.json" in (result.out + result.err)
+
+
+def test_train_vae_in_bf16_autocast_trains_and_saves_fp32_weights(cli, data, tmp_path):
+    from safetensors.torch import load_file
+
+    result = _train(cli, data, tmp_path / "bf16", "--mixed-precision", "bf16")
+    assert result.code == 0, result.err
+    losses = json.loads(result.out)["losses"]
+    assert len(losses) == 3 and all(v == v for v in losses)
+    weights = load_file(tmp_path / "bf16" / "diffusion_pytorch_model.safetensors")
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
+    bad = _train(cli, data, tmp_path / "bad", "--mixed-precision", "fp8")
+    assert bad.code == 1 and "--mixed-precision" in (bad.out + bad.err)

@@ -29,6 +29,8 @@ def train_vae_command(
         4.0, "--foreground-weight", help="Extra weight of pixels far from the clip's median colour."),
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or npu."),
+    mixed_precision: str = typer.Option("no", "--mixed-precision", help="no or bf16 (autocast; faster on GPUs "
+                                        "and on CPUs with native bf16, e.g. AMX)."),
     dataloader_num_workers: int = typer.Option(2, "--dataloader-num-workers"),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     verbose: bool = VerboseOption,

@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -45,6 +46,10 @@ class VaeTrainConfig(BaseModel):
     foreground_weight: float = Field(4.0, ge=0)  # see reconstruction_loss
     seed: int = Field(0, ge=0)
     device: str | None = None
+    # bf16 autocast of the forward (weights, Adam and the loss stay fp32), for GPUs and CPUs with native bf16.
+    # On this project's 2-core AMX CPU the demo VAE's 5-frame steps ran 1.3x faster and its 13-frame steps
+    # hardly at all, and a shortened bf16 run trained clearly worse, so the demo recipe stays in fp32.
+    mixed_precision: Literal["no", "bf16"] = "no"
     dataloader_num_workers: int = Field(2, ge=0)
     calibration_batches: int = Field(16, ge=1)
 
@@ -129,10 +134,12 @@ def train_vae(config: VaeTrainConfig, reporter=None) -> VaeTrainResult:
     batches = iter(loader)
     for step in range(1, config.max_train_steps + 1):
         x = next(batches)["pixel_values"].to(device)  # (B, 3, T, H, W) in [-1, 1]
-        posterior = vae.encode(x).latent_dist
-        reconstruction = vae.decode(posterior.sample(generator)).sample
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"):
+            posterior = vae.encode(x).latent_dist
+            reconstruction = vae.decode(posterior.sample(generator)).sample
+        reconstruction = reconstruction.float()
         loss = reconstruction_loss(reconstruction, x, config.foreground_weight)
-        loss = loss + config.edge_weight * edge_loss(reconstruction, x) + config.kl_weight * posterior.kl().mean()
+        loss = loss + config.edge_weight * edge_loss(reconstruction, x) + config.kl_weight * posterior.kl().float().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
