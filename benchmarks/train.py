@@ -1,5 +1,6 @@
 """Training speed and memory: step time, samples/s and peak memory, tiny and medium models, 1 vs 2 processes,
-and the tiny model with and without the latent cache (`--vae-posterior-mean --latent-cache-mib`).
+and the tiny model with and without the latent cache (`--vae-posterior-mean --latent-cache-mib`; here the
+17-frame windows start at random in 33-frame clips, so few inputs repeat: the cache's worst case).
 
     python benchmarks/train.py [--steps 20]
 
