@@ -22,8 +22,7 @@ def digest(sample: torch.Tensor) -> bytes:
     sample = sample.detach().contiguous()
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{sample.dtype}:{tuple(sample.shape)}".encode())
-    h.update(sample.view(torch.uint8).numpy().tobytes() if sample.dtype == torch.bfloat16
-             else sample.numpy().tobytes())
+    h.update(sample.view(torch.uint8).numpy())  # the raw bytes of any dtype (numpy has no bf16), no copy
     return h.digest()
 
 
@@ -73,12 +72,8 @@ class LatentCache:
             for key, latent in zip(missing, latents):
                 found[key] = latent
                 self._store(key, latent)
-        return [torch.stack([found[key] for key in batch_keys]).to(device) for batch_keys in keys]
-
-    @property
-    def hit_rate(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
+        # hits live on the host, misses on `device`: move each before stacking (no-ops on a CPU)
+        return [torch.stack([found[key].to(device) for key in batch_keys]) for batch_keys in keys]
 
     def _store(self, key: bytes, latent: torch.Tensor) -> None:
         size = latent.numel() * latent.element_size()
