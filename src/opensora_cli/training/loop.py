@@ -314,23 +314,23 @@ def _loss(batch, model, vae, text_encoder, compressor, noise_adder, alphas_cumpr
           weight_dtype, device, generator, cache=None) -> torch.Tensor:
     """v-prediction loss of one micro-batch (optionally min-SNR weighted), noise and targets in fp32."""
     mask = batch["mask"].to(device, weight_dtype)  # (B, 1, T, H, W), 1 = generate
+    pixels = batch["pixel_values"]  # (B, 3, T, H, W), on the host (the cache hashes it there)
+    masked = batch["masked_pixel_values"]  # (B, 3, T, H, W), unknown frames -1
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return vae.encode_latents(x.to(device, weight_dtype), sample_posterior=config.vae_sample_posterior,
+                                  generator=generator).float()
+
     with torch.no_grad():
-        if cache is not None:  # posterior means of inputs seen before come from memory (same values)
-            if noise_adder is None:
-                latents, condition = cache(batch["pixel_values"], batch["masked_pixel_values"], device=device,
-                                           dtype=weight_dtype)
-            else:  # noisy conditions never repeat: only the clean clips are worth caching
-                (latents,) = cache(batch["pixel_values"], device=device, dtype=weight_dtype)
-                masked = noise_adder(batch["masked_pixel_values"].to(device, weight_dtype), mask, generator)
-                condition = vae.encode_latents(masked).float()
-        else:
-            pixels = batch["pixel_values"].to(device, weight_dtype)  # (B, 3, T, H, W)
-            masked = batch["masked_pixel_values"].to(device, weight_dtype)  # (B, 3, T, H, W), unknown frames -1
-            if noise_adder is not None:
-                masked = noise_adder(masked, mask, generator)
-            posterior = config.vae_sample_posterior
-            latents = vae.encode_latents(pixels, sample_posterior=posterior, generator=generator).float()
-            condition = vae.encode_latents(masked, sample_posterior=posterior, generator=generator).float()
+        if noise_adder is not None:
+            masked = noise_adder(masked.to(device, weight_dtype), mask, generator)
+        if cache is None:
+            latents, condition = encode(pixels), encode(masked)
+        elif noise_adder is None:  # posterior means of inputs seen before come from memory (same values)
+            latents, condition = cache(pixels, masked, device=device, dtype=weight_dtype)
+        else:  # noisy conditions never repeat: only the clean clips are worth caching
+            (latents,) = cache(pixels, device=device, dtype=weight_dtype)
+            condition = encode(masked)
         latent_mask = compressor(mask).float()  # (B, 4, T', h, w)
         text, text_mask = text_encoder(batch["caption"])  # (B, 1, L, C), (B, 1, L)
 
