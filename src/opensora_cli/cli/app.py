@@ -21,6 +21,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's help layout instead of rich's: rich's option table cuts long names on narrow terminals
+    # ("--guidance-sca…", and worse under `train`) and reads the "[default: ...]" in our help texts as markup
+    # tags, dropping them. click's puts the help under a name too long for its column; --help skips rich too.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -8,13 +8,14 @@ from typing import Optional
 import typer
 
 from opensora_cli.cli.common import VerboseOption, console
+from opensora_cli.cli.validate import MASK_TYPES
 from opensora_cli.masks.types import MaskType
 
 
 def mask_preview_command(
     mask_type: Optional[MaskType] = typer.Option(
-        None, "--mask-type", "-m", case_sensitive=False,
-        help="Mask type to draw [default: from --conds, or drawn from --mask-config].",
+        None, "--mask-type", "-m", case_sensitive=False, metavar="<type>",
+        help=f"Mask type to draw: {MASK_TYPES} [default: from --conds, or drawn from --mask-config].",
     ),
     num_frames: int = typer.Option(93, "--num-frames", "-n", help="Pixel frames: 1 + 4k."),
     height: Optional[int] = typer.Option(None, "--height", help="Frame height (multiple of 16) [default: 352]."),

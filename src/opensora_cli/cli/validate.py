@@ -19,12 +19,15 @@ CondsOption = typer.Option(
     help="Conditions file, one line per prompt: an image, comma-separated images (optionally path@frame), "
     "a video, or nothing (text only).",
 )
+# The choices go in the help text, where they wrap; as the metavar they overflow a narrow terminal.
+MASK_TYPES = ", ".join(m.value for m in MaskType)
 MaskTypeOption = typer.Option(
-    None, "--mask-type", "-m", case_sensitive=False, help="Mask type for every line [default: from each line's inputs]."
+    None, "--mask-type", "-m", case_sensitive=False, metavar="<type>",
+    help=f"Mask type for every line: {MASK_TYPES} [default: from each line's inputs].",
 )
 NumFramesOption = typer.Option(93, "--num-frames", "-n", help="Frames to generate: 1 + 4k (93, 77, 61, 45, 29, 1).")
-HeightOption = typer.Option(None, "--height", help="Output height (multiple of 16) with --crop-for-hw or t2iv.")
-WidthOption = typer.Option(None, "--width", help="Output width (multiple of 16) with --crop-for-hw or t2iv.")
+HeightOption = typer.Option(None, "--height", help="With --crop-for-hw or t2iv: output height, a multiple of 16.")
+WidthOption = typer.Option(None, "--width", help="With --crop-for-hw or t2iv: output width, a multiple of 16.")
 CropOption = typer.Option(False, "--crop-for-hw", help="Fixed size: centre-crop and resize inputs to --height x --width.")
 MaxHxwOption = typer.Option(
     DEFAULT_MAX_HXW, "--max-hxw", help="Arbitrary-resolution mode: largest output area in pixels (102400..236544)."
