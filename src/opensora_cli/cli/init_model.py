@@ -32,4 +32,4 @@ def init_model_command(
     paths = write_random_model_folder(output_dir, seed=seed,
                                       **{k: (None if v == "none" else v) for k, v in parts.items()})
     for kind, path in paths.items():
-        console().print(f"{kind}: {path}", soft_wrap=True)
+        console().print(f"{kind}: {path}", soft_wrap=True, markup=False)

@@ -96,6 +96,6 @@ def _print_timeline(result) -> None:
     out.print("█ kept  ░ generated  (latent row: one cell per latent frame" + (" of mask 1" if many else "")
               + ", ▒ partly kept)", style="dim")
     if result.conds:
-        out.print(f"conditions: {', '.join(result.conds)}", soft_wrap=True)
+        out.print(f"conditions: {', '.join(result.conds)}", soft_wrap=True, markup=False)
     if result.out:
-        out.print(f"wrote {result.out}", soft_wrap=True)
+        out.print(f"wrote {result.out}", soft_wrap=True, markup=False)

@@ -1,10 +1,15 @@
-"""Rich progress for long runs: one bar over videos, one over the current video's denoising steps."""
+"""Rich progress for long runs: one bar over videos, one over the current video's denoising steps.
+
+Our styles are rich markup; text from outside (prompts, file names, messages) is escaped into it, so that
+`clip[a].mp4` prints as written, and off a terminal (a log file) the tags are rendered away, never printed.
+"""
 
 from __future__ import annotations
 
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from opensora_cli.services.sampling import Reporter
@@ -24,13 +29,13 @@ class RichReporter(Reporter):
 
     def phase(self, text: str) -> None:
         if self.enabled:
-            self.console.print(f"[dim]{text}...[/dim]")
+            self.console.print(f"[dim]{escape(text)}...[/dim]")
 
     def start(self, videos: int, steps: int) -> None:
         if not self.enabled:
             return
         self.progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # holds the prompt
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
@@ -78,14 +83,15 @@ class RichTrainReporter(TrainReporter):
 
     def phase(self, text: str) -> None:
         if self.enabled:
-            self.console.print(f"[dim]{text}[/dim]", soft_wrap=True)
+            self.console.print(f"[dim]{escape(text)}[/dim]", soft_wrap=True)
 
     def data_report(self, summary: dict, problems: list, small_buckets: dict) -> None:
         if not self.enabled:
             return
         self.console.print(f"data: {summary}", soft_wrap=True, markup=False)
         for problem in problems[:10]:
-            self.console.print(f"[yellow]skipped[/yellow] {problem.path}: {problem.reason}", soft_wrap=True)
+            self.console.print(f"[yellow]skipped[/yellow] {escape(f'{problem.path}: {problem.reason}')}",
+                               soft_wrap=True)
         if len(problems) > 10:
             self.console.print(f"[yellow]... and {len(problems) - 10} more skipped records[/yellow]")
         for key, count in small_buckets.items():
@@ -115,11 +121,11 @@ class RichTrainReporter(TrainReporter):
     def replaced(self, problems: list) -> None:
         if self.enabled:
             for problem in problems:
-                self.console.print(f"[yellow]bad data[/yellow] {problem}", soft_wrap=True, markup=False)
+                self.console.print(f"[yellow]bad data[/yellow] {escape(str(problem))}", soft_wrap=True)
 
     def checkpoint(self, path) -> None:
         if self.enabled:
-            self.console.print(f"saved {path}", soft_wrap=True)
+            self.console.print(f"saved {path}", soft_wrap=True, markup=False)
 
     def close(self) -> None:
         if self.progress is not None:

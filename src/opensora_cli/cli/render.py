@@ -1,8 +1,13 @@
-"""Rendering results for people: rich tables on a terminal, `FILE:LINE: message` lines otherwise."""
+"""Rendering results for people: rich tables on a terminal, `FILE:LINE: message` lines otherwise.
+
+Table cells and lines with our markup get outside text (file names, messages) escaped; lines without any
+styling print with markup=False.
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from opensora_cli.schemas.inputs import ValidationReport
@@ -26,7 +31,7 @@ def print_problems(problems: list[Problem], console: Console, title: str, style:
     table.add_column("how to fix it")
     for problem in problems:
         what, _, fix = problem.message.partition(" — ")
-        table.add_row(problem.location, what, fix)
+        table.add_row(escape(problem.location), escape(what), escape(fix))
     console.print(table)
 
 
@@ -50,7 +55,7 @@ def print_report(report: ValidationReport, console: Console, verbose: bool = Fal
             for item in report.items:
                 size = f"{item.output_size[0]} x {item.output_size[1]}" if item.output_size else "?"
                 table.add_row(str(item.line), str(item.mask_type or "?"), _frames_text(item.frame_indices), size,
-                              ", ".join(c.rsplit("/", 1)[-1] for c in item.conds) or "(text only)")
+                              escape(", ".join(c.rsplit("/", 1)[-1] for c in item.conds)) or "(text only)")
             console.print(table)
         else:
             for item in report.items:
@@ -85,10 +90,10 @@ def print_sample_summary(summary, console: Console) -> None:
             table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=len(name),
                              max_width=32 if name == "video" else None)
         for r in summary.results:
-            table.add_row(str(r.line), str(r.sample), r.mask_type, kept(r), timing(r), r.video.name)
+            table.add_row(str(r.line), str(r.sample), r.mask_type, kept(r), timing(r), escape(r.video.name))
         console.print(table)
         if summary.results:
-            console.print(f"in {summary.results[0].video.parent}", soft_wrap=True)
+            console.print(f"in {summary.results[0].video.parent}", soft_wrap=True, markup=False)
     else:
         for r in summary.results:
             console.print(f"line {r.line} #{r.sample}: {r.mask_type} (kept {kept(r)}), {timing(r)} -> {r.video}",

@@ -107,7 +107,8 @@ def train_command(
         return
     out = console()
     if result.steps == result.first_step:
-        out.print(f"Nothing to do: already at step {result.steps} (checkpoint {result.last_checkpoint}).")
+        out.print(f"Nothing to do: already at step {result.steps} (checkpoint {result.last_checkpoint}).",
+                  markup=False)
         return
     out.print(f"Trained steps {result.first_step + 1}-{result.steps}: {result.seconds_per_step:.3f} s/step, "
               f"{result.samples_per_second:.2f} samples/s, last loss {result.losses[-1]:.4f}"
@@ -119,7 +120,7 @@ def train_command(
                   f"{c['entries']} latents in {c['mib']} MiB.")
     if result.last_checkpoint:
         out.print(f"Last checkpoint: {result.last_checkpoint} — sample with: opensora sample --model "
-                  f"{result.last_checkpoint} ...", soft_wrap=True)
+                  f"{result.last_checkpoint} ...", soft_wrap=True, markup=False)
 
 
 def _accelerate_launch(nproc: int, accelerate_config: Path | None, argv: list[str]) -> int:

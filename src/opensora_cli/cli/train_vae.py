@@ -66,4 +66,5 @@ def train_vae_command(
                           "scale": result.scale, "shift": result.shift}))
         return
     console().print(f"Saved {result.output}: {result.steps} steps, {result.seconds_per_step:.2f} s/step, "
-                    f"reconstruction PSNR {result.psnr_db:.1f} dB on training clips.", soft_wrap=True)
+                    f"reconstruction PSNR {result.psnr_db:.1f} dB on training clips.", soft_wrap=True,
+                    markup=False)
