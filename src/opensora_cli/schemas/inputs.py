@@ -6,6 +6,11 @@ Prompts file: UTF-8, one prompt per line. Conds file: the same number of lines, 
   (negative indices count from the end; without indices one image goes to frame 0, two to the first and
   last frames, and three or more need indices),
 - one video (its first `num_frames` frames are the clip to condition on).
+
+Spaces around an item are ignored. A path with a comma (or leading or trailing spaces, or an `@N` of its
+own) is written in double quotes, with the frame index outside them and `""` for a quote inside them:
+`"shots, day 1/a.png"@0,b.png@-1` and `"say ""hi"".png"`. A quote anywhere but at the start of an item
+is an ordinary character.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from opensora_cli.masks.types import MaskType
 from opensora_cli.schemas.problems import Problem
 
 _INDEX_SUFFIX = re.compile(r"^(?P<path>.+)@(?P<index>[+-]?\d+)$")
+# A quoted item: the path (`""` inside for a quote; the closing quote is the one no quote follows), then what
+# stands before the next comma, which may only be an @N index.
+_QUOTED_ITEM = re.compile(r'"(?P<path>(?:[^"]|"")*)"(?!")(?P<rest>[^,]*)')
+_AFTER_QUOTE = re.compile(r"\s*(?:@(?P<index>[+-]?\d+))?\s*")
 
 
 class CondSpec(BaseModel):
@@ -31,26 +40,58 @@ class CondSpec(BaseModel):
 
 
 def parse_conds_line(text: str) -> tuple[list[CondSpec], list[str]]:
-    """Split a conds line into items.
+    """Split a conds line into items (the rules are in the module docstring).
 
     Returns:
-        (items, errors): errors are messages for items that cannot be parsed (empty items between commas).
+        (items, errors): errors are messages for items that cannot be parsed (empty items between commas,
+        a quote that is never closed, text other than @N after a closing quote). The other items are still
+        returned, so that a check reports all of a line's problems; an unclosed quote is read as closed at
+        the end of the line.
     """
     stripped = text.strip()
     if not stripped:
         return [], []
     items, errors = [], []
-    for position, part in enumerate(stripped.split(","), start=1):
-        part = part.strip()
-        if not part:
-            errors.append(f"item {position} is empty (two commas in a row, or a comma at an end)")
-            continue
-        match = _INDEX_SUFFIX.match(part)
-        if match:
-            items.append(CondSpec(text=part, path=match["path"].strip(), index=int(match["index"])))
+    start, position = 0, 1
+    while True:
+        item_start = len(stripped) - len(stripped[start:].lstrip())
+        if stripped.startswith('"', item_start):
+            match = _QUOTED_ITEM.match(stripped, item_start)
+            if match is None:
+                errors.append(f"item {position}: the quote in '{stripped[item_start:]}' is never closed "
+                              '(end a quoted path with ", and write "" for a quote inside it)')
+                # Read on as if it closed at the end of the line, so that the line's files are still checked.
+                rest = stripped[item_start + 1:].replace('""', '"')
+                match = _INDEX_SUFFIX.match(rest)
+                if rest:
+                    items.append(CondSpec(text=stripped[item_start:], path=match["path"] if match else rest,
+                                          index=int(match["index"]) if match else None))
+                return items, errors
+            end = match.end()
+            written = stripped[item_start:end].strip()
+            after = _AFTER_QUOTE.fullmatch(match["rest"])
+            path = match["path"].replace('""', '"')
+            if after is None:
+                errors.append(f"item {position}: '{written}' has '{match['rest'].strip()}' after the closing "
+                              "quote (only a frame index @N may follow it)")
+            elif not path:
+                errors.append(f"item {position} is an empty quoted path")
+            else:
+                index = after["index"]
+                items.append(CondSpec(text=written, path=path, index=None if index is None else int(index)))
         else:
-            items.append(CondSpec(text=part, path=part))
-    return items, errors
+            end = stripped.find(",", start)
+            end = len(stripped) if end < 0 else end
+            part = stripped[start:end].strip()
+            if not part:
+                errors.append(f"item {position} is empty (two commas in a row, or a comma at an end)")
+            elif match := _INDEX_SUFFIX.match(part):
+                items.append(CondSpec(text=part, path=match["path"].strip(), index=int(match["index"])))
+            else:
+                items.append(CondSpec(text=part, path=part))
+        if end >= len(stripped):
+            return items, errors
+        start, position = end + 1, position + 1
 
 
 def nearest_valid_frames(num_frames: int) -> tuple[int, int]:
