@@ -1,4 +1,4 @@
-"""`--help` on narrow terminals: every option name of every command shows in full, nothing runs past the width."""
+"""`--help` on narrow terminals: every command's option names show in full; no line runs past the width."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ _OPTION = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")
 def _declared(name: str | None) -> set[str]:
     group = typer.main.get_command(app)
     command = group if name is None else group.commands[name]
-    return {opt for param in command.params for opt in (*param.opts, *param.secondary_opts) if opt.startswith("-")}
+    return {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)
+            if opt.startswith("-")}
 
 
 def _help(capsys, monkeypatch, columns: int, *args: str) -> str:
@@ -33,7 +34,8 @@ def _help(capsys, monkeypatch, columns: int, *args: str) -> str:
 @pytest.mark.parametrize("name", [None, *COMMANDS])
 def test_help_shows_every_option_name_in_full(capsys, monkeypatch, name, columns):
     out = _help(capsys, monkeypatch, columns, *([name] if name else []))
-    shown = {opt for line in out.splitlines() if (m := _NAMES_COLUMN.match(line)) for opt in _OPTION.findall(m[1])}
+    names_column = [m[1] for line in out.splitlines() if (m := _NAMES_COLUMN.match(line))]
+    shown = {opt for names in names_column for opt in _OPTION.findall(names)}
     declared = _declared(name)
     assert declared, name
     assert declared <= shown, f"missing or cut: {sorted(declared - shown)}\n{out}"

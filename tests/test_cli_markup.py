@@ -1,4 +1,4 @@
-"""Rich output: our markup is rendered (off a terminal: dropped), outside text (file names, prompts) prints as written."""
+"""Rich output: our markup is rendered (in a log: dropped); file names and prompts print as written."""
 
 from __future__ import annotations
 
