@@ -241,7 +241,18 @@ class LineChecker:
 
         usable: list[_Resolved] = []
         for r in resolved:
-            if r.kind is None:
+            stem, at, index = r.spec.path.rpartition("@")
+            if r.kind is None and at and media_kind(stem.rstrip()) is not None:
+                # parse_conds_line only splits off integer indices, so "img.png@x" arrives as a path: say why.
+                import re
+
+                if re.fullmatch(r"[+-]?\d+", index.strip(), re.ASCII):
+                    bad(f"'{r.spec.path}': spaces around '@'", f"write the index right after the path, e.g. "
+                        f"'{stem.strip()}@{index.strip()}'")
+                else:
+                    bad(f"'{r.spec.path}': frame index '{index}' is not an integer",
+                        "write @N with an integer N, e.g. @0 or @-1")
+            elif r.kind is None:
                 bad(f"'{r.spec.path}' is not a supported image or video",
                     f"use one of {', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))}")
             elif r.path is None:
@@ -257,6 +268,9 @@ class LineChecker:
                     bad(f"cannot decode {r.kind} '{r.spec.path}': {info.error}", f"replace it with a readable {r.kind}")
                 else:
                     usable.append(r)
+                    for warning in info.warnings:  # the file loads, but loses something on the way
+                        what, _, fix = warning.partition(" — ")
+                        warnings.append(Problem.of(self.conds_label, number, f"'{r.spec.path}': {what}", fix or None))
 
         plan = plan_line([r.kind for r in resolved], [r.spec.index for r in resolved], self.request.mask_type,
                          self.request.num_frames)
