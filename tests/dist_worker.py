@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
+import weakref
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from opensora_cli.distributed.device import init_from_env, shutdown
+from opensora_cli.distributed.device import distributed_context
 from opensora_cli.distributed.sequence_parallel import SequenceParallelAttnProcessor, gather_time, shard_time
 from opensora_cli.models import registry
 from opensora_cli.models.attention import AttnProcessor
@@ -67,7 +69,7 @@ def compare(model, ctx, latent_shape, padded: bool) -> dict:
     (reference * weights).sum().backward()
     reference_grads = {name: params[name].grad.clone() for name in GRAD_PARAMS}
 
-    processor = CountingSPProcessor(ctx.group)
+    processor = CountingSPProcessor(ctx)
     model.set_attn_processor(processor)
     model.zero_grad()
     local = model(**dict(kwargs, hidden_states=shard_time(kwargs["hidden_states"], ctx))).sample
@@ -89,7 +91,19 @@ def compare(model, ctx, latent_shape, padded: bool) -> dict:
 
 
 def main(out_dir: str) -> int:
-    ctx = init_from_env("cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with distributed_context("cpu") as ctx:
+            group = weakref.ref(ctx.group)
+            report = run_cases(ctx)
+    # shutdown freed the group (its gloo threads are joined) before the interpreter exits
+    report["group_freed"] = group() is None
+    report["shutdown_warnings"] = [str(w.message) for w in caught]
+    Path(out_dir, f"rank{ctx.rank}.json").write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def run_cases(ctx) -> dict:
     model = registry.build("OpenSoraInpaint_v1_3-tiny")
     registry._randomise_(model, torch.Generator().manual_seed(0))
     ranks = [None] * ctx.world_size
@@ -106,9 +120,7 @@ def main(out_dir: str) -> int:
             "T2_skiparse_pad_batch2": compare(model, ctx, (2, 20, 2, 6, 10), padded=True),
         },
     }
-    Path(out_dir, f"rank{ctx.rank}.json").write_text(json.dumps(report, indent=1))
-    shutdown(ctx)
-    return 0
+    return report  # the model, still holding a processor, goes with this frame
 
 
 if __name__ == "__main__":

@@ -141,6 +141,13 @@ def two_rank_report(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_shutdown_frees_the_group_while_models_still_hold_processors(two_rank_report):
+    for report in two_rank_report.values():
+        assert report["group_freed"]
+        assert report["shutdown_warnings"] == []
+
+
+@pytest.mark.slow
 def test_children_see_their_own_rank(two_rank_report):
     for rank, report in two_rank_report.items():
         assert (report["rank"], report["world_size"]) == (rank, 2)
@@ -165,6 +172,7 @@ def test_launch_runs_the_cli_in_each_process(capfd):
     assert launch(2, ["--version"]) == 0
     assert capfd.readouterr().out.splitlines().count(f"opensora-cli {__version__}") == 2
     # the argv reaches the children untouched (torchrun's parser would read --nproc as --nproc-per-node), and
-    # their usage-error code comes back, not the launcher's 1
+    # their usage-error code comes back, not the launcher's 1. The first child to fail makes the agent stop
+    # the other, which may be gone before it prints: at least one message, never a count that races.
     assert launch(2, ["--nproc", "3", "--", "x"]) == 2
-    assert capfd.readouterr().err.count("No such option: --nproc") == 2
+    assert capfd.readouterr().err.count("No such option: --nproc") in (1, 2)

@@ -1,7 +1,8 @@
 """Running on several devices: device selection, process groups, the launcher and sequence parallelism.
 
 - `device`: `resolve_device` ("cpu", "cuda", "npu"), `backend_for` (gloo, nccl, hccl), and `DistContext`
-  made by `init_from_env` from the variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK).
+  made by `init_from_env` from the variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK); `shutdown` (a
+  barrier, then the group destroyed and freed) and `distributed_context`, which pairs the two.
 - `launch`: `launch(nproc, argv)` re-runs `python -m opensora_cli ARGV` in nproc processes through torch's
   elastic launcher; the children see WORLD_SIZE (`is_distributed_child`).
 - `sequence_parallel`: `SequenceParallelAttnProcessor` (the all-to-all of DeepSpeed-Ulysses, latent time
@@ -9,11 +10,10 @@
 
 A sampling run under sequence parallelism:
 
-    ctx = init_from_env(device_name)
-    problems = check_sequence_parallel(latent_frames, model.config.num_attention_heads, ctx.world_size)
-    model.set_attn_processor(SequenceParallelAttnProcessor(ctx.group))
-    velocity = gather_time(model(shard_time(latent_model_input, ctx), ...).sample, ctx)
-    shutdown(ctx)
+    with distributed_context(device_name) as ctx:
+        problems = check_sequence_parallel(latent_frames, model.config.num_attention_heads, ctx.world_size)
+        model.set_attn_processor(SequenceParallelAttnProcessor(ctx))
+        velocity = gather_time(model(shard_time(latent_model_input, ctx), ...).sample, ctx)
 
 Importing this package imports nothing heavy; its modules import torch.
 """

@@ -8,8 +8,13 @@ so that several nodes work (the reference's `set_device(RANK)` does not).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import os
+import warnings
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -142,13 +147,68 @@ def init_from_env(device_name: str | None = None) -> DistContext:
         return DistContext(0, 1, 0, device)
     if dist.is_initialized():
         return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, dist.group.WORLD)
+    # Imported first on purpose: torch._dynamo (which diffusers imports with the models) takes references to
+    # an existing default group in its import-time tables, and a group referenced past `destroy_process_group`
+    # keeps its threads until interpreter exit (see `shutdown`). Importing it before the group exists costs
+    # nothing extra, as the models import it anyway.
+    importlib.import_module("torch._dynamo")
     dist.init_process_group(backend_for(device), rank=rank, world_size=world_size)
     return DistContext(rank, world_size, local_rank, device, dist.group.WORLD, _owns_group=True)
 
 
-def shutdown(ctx: DistContext) -> None:
-    """Destroy the process group that `init_from_env` created (no-op otherwise)."""
-    if ctx._owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(ctx: DistContext, clean: bool = True) -> None:
+    """Destroy the process group that `init_from_env` created (no-op otherwise), while Python is still alive.
+
+    Why each step: a gloo group runs C++ worker threads that drop their finished work (and the tensors in
+    it) after the caller's `wait()` has returned. `destroy_process_group` alone does not stop them while any
+    Python object still refers to the group; they then die during interpreter finalisation, and a thread that
+    releases a tensor's Python object at that moment aborts the process ("terminate called without an active
+    exception", exit 134), after all the work was done. So:
+
+    1. a barrier (only when `clean`), so that no rank tears down while a peer is still in a collective;
+    2. `ctx.group = None` and the destroy, which drop every reference we hold (holders such as
+       `SequenceParallelAttnProcessor` read the group through `ctx`);
+    3. a garbage collection, for groups kept alive only by reference cycles. The group is then freed, and its
+       threads joined, before this returns; a group someone still refers to is reported as a warning.
+
+    Args:
+        ctx: the context of this process.
+        clean: False on an error path: a failed rank must not wait in a barrier for peers that are still busy
+            (the launcher stops them).
+    """
+    if not (ctx._owns_group and dist.is_initialized()):
+        return
+    group = ctx.group
+    try:
+        if clean:
+            dist.barrier(group=group)
+    finally:
+        alive = weakref.ref(group) if group is not None else None
         ctx.group = None
         ctx._owns_group = False
+        del group
+        dist.destroy_process_group()
+        gc.collect()
+        if alive is not None and alive() is not None:
+            warnings.warn(
+                "the process group is still referenced after shutdown; its threads will stop at interpreter "
+                "exit, which can abort the process",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+@contextlib.contextmanager
+def distributed_context(device_name: str | None = None) -> Iterator[DistContext]:
+    """`init_from_env` and a matching `shutdown`: clean (with a barrier) unless the body raised.
+
+    Args:
+        device_name: as `resolve_device`.
+    """
+    ctx = init_from_env(device_name)
+    clean = False
+    try:
+        yield ctx
+        clean = True
+    finally:
+        shutdown(ctx, clean=clean)

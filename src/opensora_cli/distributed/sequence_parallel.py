@@ -82,16 +82,21 @@ def sequence_all_to_all(
 class SequenceParallelAttnProcessor(AttnProcessor):
     """`AttnProcessor` for a model whose input is one rank's slice of latent time.
 
-    Install it in every layer with `model.set_attn_processor(SequenceParallelAttnProcessor(ctx.group))` and
-    give the model `shard_time(latents, ctx)`; full-length masks and the whole text are given unchanged.
+    Install it in every layer with `model.set_attn_processor(SequenceParallelAttnProcessor(ctx))` and give
+    the model `shard_time(latents, ctx)`; full-length masks and the whole text are given unchanged.
 
     Args:
-        group: the sequence-parallel process group (None: the default group); its size is sp.
+        ctx: the context whose group is the sequence-parallel group; its size is sp. The group is read through
+            `ctx` at each call and never kept, so `shutdown(ctx)` can free it while models still hold this.
     """
 
-    def __init__(self, group: dist.ProcessGroup | None = None):
-        self.group = group
-        self.sp = dist.get_world_size(group)
+    def __init__(self, ctx: DistContext):
+        self.ctx = ctx
+        self.sp = ctx.world_size
+
+    @property
+    def group(self) -> dist.ProcessGroup | None:
+        return self.ctx.group
 
     def gather_sequence(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor

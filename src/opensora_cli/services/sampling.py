@@ -236,14 +236,13 @@ def run_sampling(
     if problems:
         raise ValidationFailed(report.model_copy(update={"ok": False, "problems": problems}))
 
-    from opensora_cli.distributed.device import init_from_env, shutdown
+    from opensora_cli.distributed.device import distributed_context
 
-    ctx = init_from_env(opts.device)
     try:
-        return _run(report, opts, dirs, dict(inputs), ctx, reporter)
+        with distributed_context(opts.device) as ctx:
+            return _run(report, opts, dirs, dict(inputs), ctx, reporter)
     finally:
         reporter.close()
-        shutdown(ctx)
 
 
 def _dtype_for(opts: SampleOptions, device) -> Any:
@@ -387,7 +386,7 @@ def _load_pipeline(opts: SampleOptions, dirs: dict[str, Path], ctx, dtype, hidde
     if opts.sp:
         from opensora_cli.distributed.sequence_parallel import SequenceParallelAttnProcessor
 
-        transformer.set_attn_processor(SequenceParallelAttnProcessor(ctx.group))
+        transformer.set_attn_processor(SequenceParallelAttnProcessor(ctx))
         pipe.sequence_parallel = ctx
     pipe.set_progress_bar_config(disable=True)
     return pipe
