@@ -45,3 +45,13 @@ class MissingDependencyError(OpenSoraError):
 
 class ModelLoadError(OpenSoraError):
     """A model folder is missing, incomplete, or does not match the expected architecture."""
+
+
+class Interrupted(OpenSoraError):
+    """Ctrl-C during a run: the message says what was done and how to go on; exit code 130."""
+
+    exit_code = 130
+
+
+class OutputError(OpenSoraError):
+    """An output could not be written (disk full, folder gone); nothing half-written is left: exit code 1."""

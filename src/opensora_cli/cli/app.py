@@ -57,7 +57,7 @@ app.command("init-model")(init_model.init_model_command)
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script passes it to sys.exit)."""
-    from opensora_cli.errors import OpenSoraError
+    from opensora_cli.errors import Interrupted, OpenSoraError
 
     click = click_exceptions()
 
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("Interrupted.", file=sys.stderr)
         return 130
+    except Interrupted as exc:  # a service that knows what was done says so
+        print(f"Interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
     except OpenSoraError as exc:
         if state.verbose:
             import traceback

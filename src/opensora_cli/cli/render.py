@@ -81,7 +81,7 @@ def print_sample_summary(summary, console: Console) -> None:
         return (",".join(map(str, r.kept_frames[:6])) + ("..." if len(r.kept_frames) > 6 else "")) or "-"
 
     def timing(r) -> str:
-        return "skipped (exists)" if r.skipped else f"{r.seconds:.1f} s ({r.seconds_per_step:.3f} s/step)"
+        return f"skipped ({r.skip_reason or 'exists'})" if r.skipped else f"{r.seconds:.1f} s ({r.seconds_per_step:.3f} s/step)"
 
     if console.is_terminal:
         table = Table(title=f"{len(summary.results)} output(s) — {summary.mode}, {summary.world_size} process(es), "

@@ -64,6 +64,7 @@ class SampleResult(BaseModel):
     mask_type: str
     kept_frames: list[int]
     skipped: bool = False
+    skip_reason: str | None = None  # "exists" (same request made it) or "being made by HOST:PID"
     seconds: float = 0.0
     seconds_per_step: float = 0.0
     rank: int = 0

@@ -13,23 +13,35 @@ a video does not depend on the number of processes, on the other prompts or on t
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from opensora_cli import __version__
-from opensora_cli.errors import ValidationFailed
+from opensora_cli.errors import Interrupted, OutputError, ValidationFailed
 from opensora_cli.masks.patterns import latent_frame_count
 from opensora_cli.schemas.inputs import InputItem, ValidationReport, option_name
 from opensora_cli.schemas.problems import Problem
 from opensora_cli.schemas.sample import SampleOptions, SampleResult, SampleSummary
+from opensora_cli.services.outputs import (
+    check_output_dir,
+    differences,
+    estimate_output_bytes,
+    file_sha256,
+    model_fingerprints,
+    remove_stale_parts,
+    request_of,
+    try_claim,
+)
 from opensora_cli.services.validation import validate_inputs
 
 _SLUG_LENGTH = 48
@@ -181,10 +193,12 @@ def check_sample_request(
                                                        opts.nproc):
                     what, _, fix = message.partition(": ")
                     problems.append(Problem.of("--sp", None, what, fix or None))
-    if opts.device is not None:
-        from opensora_cli.distributed.device import resolve_device
+    from opensora_cli.distributed.device import resolve_device
 
-        resolve_device(opts.device)  # raises one clear line for a missing CUDA or torch_npu
+    device = resolve_device(opts.device)  # raises one clear line for a missing CUDA or torch_npu
+    if not problems:
+        plan = plan_outputs(report, opts, inputs, dirs, dtype_name(opts, device.type))
+        problems += plan.problems
     return report, opts, dirs, problems, inputs
 
 
@@ -210,12 +224,92 @@ def output_paths(output_dir: Path, item: InputItem, sample: int, num_frames: int
     return output_dir / f"{stem}{suffix}", output_dir / f"{stem}.json"
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def dtype_name(opts: SampleOptions, device_type: str) -> str:
+    """fp32, bf16 or fp16: the option, else fp32 on a CPU and bf16 on an accelerator."""
+    return opts.dtype or ("fp32" if device_type == "cpu" else "bf16")
+
+
+@dataclass
+class Job:
+    """One output to make: its line, sample index, seed, paths and the request its sidecar will record."""
+
+    item: InputItem
+    sample: int
+    seed: int
+    video: Path
+    sidecar: Path
+    request: dict[str, Any]
+
+
+@dataclass
+class OutputPlan:
+    jobs: list[Job] = field(default_factory=list)  # to generate (or to claim first)
+    done: list[Job] = field(default_factory=list)  # made before with the same request: skipped
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _request(item: InputItem, sample: int, seed: int, opts: SampleOptions, inputs: Mapping[str, Any],
+             models: dict, dtype: str, hashes: dict[str, str]) -> dict[str, Any]:
+    height, width = item.output_size or (inputs["height"], inputs["width"])
+    return request_of({
+        "prompt": item.prompt, "line": item.line, "sample": sample, "seed": seed,
+        "mask_type": str(item.mask_type) if item.mask_type is not None else None,
+        "conds": [{"path": path, "sha256": hashes[path]} for path in item.conds],
+        "frame_indices": item.frame_indices, "num_frames": inputs["num_frames"], "height": height,
+        "width": width, "crop_for_hw": inputs["crop_for_hw"], "max_hxw": inputs["max_hxw"], "steps": opts.steps,
+        "guidance_scale": opts.guidance_scale, "guidance_rescale": opts.guidance_rescale, "sampler": opts.sampler,
+        "negative_prompt": opts.negative_prompt, "prompt_template": opts.prompt_template,
+        "noise_strength": opts.noise_strength, "sample_posterior": opts.sample_posterior, "fps": opts.fps,
+        "dtype": dtype, "models": models,
+    })
+
+
+def finished_request(video: Path, sidecar: Path) -> dict[str, Any] | None:
+    """The request recorded beside a finished output (video and a readable sidecar), else None."""
+    if not (video.is_file() and sidecar.is_file()):
+        return None
+    try:
+        return request_of(json.loads(sidecar.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def plan_outputs(report: ValidationReport, opts: SampleOptions, inputs: Mapping[str, Any],
+                 dirs: dict[str, Path], dtype: str) -> OutputPlan:
+    """Each (line, sample): skip (same request made it), make, or refuse (made with another request).
+
+    Also checks that the output folder can take the outputs still to make (see `services.outputs`).
+    """
+    plan = OutputPlan()
+    output_dir = opts.output_dir.resolve()
+    models = model_fingerprints(dirs)
+    hashes = {path: file_sha256(path) for item in report.items for path in item.conds}
+    changed: list[tuple[Path, list[str]]] = []
+    for item in report.items:
+        for sample in range(opts.num_samples_per_prompt):
+            video, sidecar = output_paths(output_dir, item, sample, inputs["num_frames"])
+            seed = derive_seed(opts.seed, item.line, sample)
+            job = Job(item, sample, seed, video, sidecar,
+                      _request(item, sample, seed, opts, inputs, models, dtype, hashes))
+            before = None if opts.overwrite else finished_request(video, sidecar)
+            if before is None:
+                plan.jobs.append(job)
+            elif before == job.request:
+                plan.done.append(job)
+            else:
+                changed.append((video, differences(before, job.request)))
+    if changed:
+        shown = "; ".join(f"{video.name}: {', '.join(fields)}" for video, fields in changed[:3])
+        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+        plan.problems.append(Problem.of(
+            "--output-dir", None, f"{len(changed)} output(s) in '{opts.output_dir}' were made with other "
+            f"parameters: {shown}{more}", "add --overwrite to replace them, or pick another --output-dir"))
+    needed = 0
+    for job in plan.jobs:
+        height, width = job.request["height"] or 0, job.request["width"] or 0
+        needed += estimate_output_bytes(inputs["num_frames"], height, width)
+    plan.problems += check_output_dir(output_dir, needed)
+    return plan
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -248,8 +342,47 @@ def run_sampling(
 def _dtype_for(opts: SampleOptions, device) -> Any:
     import torch
 
-    name = opts.dtype or ("fp32" if device.type == "cpu" else "bf16")
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name(opts, device.type)]
+
+
+def _skipped(job: Job, rank: int, reason: str) -> SampleResult:
+    data = {}
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(job.sidecar.read_text())
+    return SampleResult(line=job.item.line, sample=job.sample, prompt=job.item.prompt, video=job.video,
+                        sidecar=job.sidecar, seed=job.seed, mask_type=data.get("mask_type", job.request["mask_type"]
+                                                                                or "?"),
+                        kept_frames=data.get("kept_frames", []), skipped=True, skip_reason=reason, rank=rank)
+
+
+def _take(job: Job, ctx, writer: bool, sp: bool, overwrite: bool):
+    """Claim a job's output (see `services.outputs`); under --sp rank 0 decides for all ranks.
+
+    Returns:
+        (claim or None, skip reason or None): a reason when another process made or is making this output.
+    """
+    claim, reason = None, None
+
+    def made() -> bool:  # by another run sharing the folder, since the plan: theirs is as good as ours
+        return not overwrite and finished_request(job.video, job.sidecar) == job.request
+
+    if writer:
+        if made():
+            reason = "exists"
+        else:
+            claim, owner = try_claim(job.video)
+            if claim is None:
+                reason = f"being made by {owner}"
+            elif made():
+                claim.release()
+                claim, reason = None, "exists"
+    if sp:
+        import torch.distributed as dist
+
+        decision = [reason]
+        dist.broadcast_object_list(decision, src=0, group=ctx.group)
+        reason = decision[0]
+    return claim, reason
 
 
 def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], inputs: dict, ctx,
@@ -262,23 +395,17 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
     num_frames = inputs["num_frames"]
     dtype = _dtype_for(opts, ctx.device)
 
-    # 1. This process's jobs; finished outputs are skipped
-    items = report.items if mode != "ddp" else report.items[rank::world]
-    jobs, results = [], []
-    output_dir = opts.output_dir.resolve()
-    for item in items:
-        for sample in range(opts.num_samples_per_prompt):
-            video, sidecar = output_paths(output_dir, item, sample, num_frames)
-            seed = derive_seed(opts.seed, item.line, sample)
-            if video.exists() and sidecar.exists() and not opts.overwrite:
-                data = json.loads(sidecar.read_text())
-                results.append(SampleResult(line=item.line, sample=sample, prompt=item.prompt, video=video,
-                                            sidecar=sidecar, seed=seed, mask_type=data.get("mask_type", "?"),
-                                            kept_frames=data.get("kept_frames", []), skipped=True, rank=rank))
-            else:
-                jobs.append((item, sample, seed, video, sidecar))
+    # 1. This process's jobs: outputs made with the same request are skipped (others were refused already)
+    plan = plan_outputs(report, opts, inputs, dirs, dtype_name(opts, ctx.device.type))
+    if plan.problems:  # the folder changed since the check (another run wrote to it)
+        raise ValidationFailed(report.model_copy(update={"ok": False, "problems": plan.problems}))
+    if writer:
+        remove_stale_parts(opts.output_dir.resolve())
+    mine = (lambda jobs: jobs[rank::world]) if mode == "ddp" else (lambda jobs: jobs)
+    results = [_skipped(job, rank, "exists") for job in mine(plan.done)]
+    jobs = mine(plan.jobs)
 
-    load_seconds = 0.0
+    load_seconds, written = 0.0, 0
     if jobs:
         # 2. Text: encode every pending prompt once, then free the encoder (the largest model of the three)
         started = time.perf_counter()
@@ -291,7 +418,7 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
         do_cfg = opts.guidance_scale > 1.0
         negative = DEFAULT_NEGATIVE_PROMPT if opts.negative_prompt is None else opts.negative_prompt
         embeddings = {}
-        for prompt in dict.fromkeys(item.prompt for item, *_ in jobs):
+        for prompt in dict.fromkeys(job.item.prompt for job in jobs):
             texts = ([negative] if do_cfg else []) + [apply_template(prompt) if opts.prompt_template else prompt]
             states, mask = text_encoder(texts)
             embeddings[prompt] = (states.cpu(), mask.cpu())
@@ -308,41 +435,30 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
         if ctx.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
-        # 4. Generate
+        # 4. Generate: claim each output just before making it, so that runs sharing the folder share the work
         reporter.start(len(jobs), opts.steps)
-        for item, sample, seed, video_path, sidecar_path in jobs:
-            reporter.video_started(item.line, sample, item.prompt)
-            generator = torch.Generator(ctx.device).manual_seed(seed)
-            fixed = inputs["crop_for_hw"] or not item.conds
-            started = time.perf_counter()
-            out = pipe(
-                item.prompt,
-                conditions=item.conds,
-                frame_indices=item.frame_indices if item.conds and item.frame_indices is not None else None,
-                mask_type=item.mask_type,
-                num_frames=num_frames,
-                height=inputs["height"] if fixed else None,
-                width=inputs["width"] if fixed else None,
-                crop_for_hw=inputs["crop_for_hw"],
-                max_hxw=inputs["max_hxw"],
-                num_inference_steps=opts.steps,
-                guidance_scale=opts.guidance_scale,
-                guidance_rescale=opts.guidance_rescale,
-                noise_strength=opts.noise_strength,
-                sample_posterior=opts.sample_posterior,
-                generator=generator,
-                prompt_embeds=embeddings[item.prompt],
-                callback=lambda index, steps, t: reporter.step(index, steps),
-            )
-            seconds = time.perf_counter() - started
-            result = SampleResult(line=item.line, sample=sample, prompt=item.prompt, video=video_path,
-                                  sidecar=sidecar_path, seed=seed, mask_type=str(out.mask_type),
-                                  kept_frames=out.kept_frames, seconds=seconds,
-                                  seconds_per_step=seconds / opts.steps, rank=rank)
-            if writer:
-                _write_outputs(out.videos[0], result, item, opts, inputs, dirs, ctx, dtype)
-            results.append(result)
-            reporter.video_done(result)
+        try:
+            for job in jobs:
+                claim, reason = _take(job, ctx, writer, mode == "sp", opts.overwrite)
+                if reason is not None:
+                    results.append(_skipped(job, rank, reason))
+                    reporter.video_done(results[-1])
+                    continue
+                try:
+                    result = _generate(pipe, job, embeddings[job.item.prompt], opts, inputs, ctx, reporter, rank, claim)
+                    if writer:
+                        _write_outputs(result.frames, result.result, job, opts, dirs, ctx, dtype)
+                        written += 1
+                finally:
+                    if claim is not None:
+                        claim.release()
+                results.append(result.result)
+                reporter.video_done(result.result)
+        except KeyboardInterrupt:
+            total = len(plan.jobs) if mode != "ddp" else len(jobs)
+            where = "" if mode != "ddp" else f" by process {rank}"
+            raise Interrupted(f"{written} of {total} video(s) written{where}; rerun the same command to "
+                              "finish (finished videos are skipped)") from None
 
     # 5. All results on every rank (rank 0 reports them)
     if world > 1:
@@ -357,6 +473,55 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
     return SampleSummary(results=sorted(results, key=lambda r: (r.line, r.sample)), device=str(ctx.device),
                          dtype=str(dtype).removeprefix("torch."), world_size=world, mode=mode,
                          load_seconds=load_seconds, peak_memory_gib=peak)
+
+
+@dataclass
+class _Made:
+    result: SampleResult
+    frames: Any  # (T, H, W, 3) uint8
+
+
+def _generate(pipe, job: Job, embeddings, opts: SampleOptions, inputs: dict, ctx, reporter: Reporter,
+              rank: int, claim) -> _Made:
+    """One video through the pipeline; the claim's heartbeat beats at every step."""
+    import torch
+
+    item = job.item
+    reporter.video_started(item.line, job.sample, item.prompt)
+    generator = torch.Generator(ctx.device).manual_seed(job.seed)
+    fixed = inputs["crop_for_hw"] or not item.conds
+
+    def on_step(index: int, steps: int, t) -> None:
+        reporter.step(index, steps)
+        if claim is not None:
+            claim.refresh()
+
+    started = time.perf_counter()
+    out = pipe(
+        item.prompt,
+        conditions=item.conds,
+        frame_indices=item.frame_indices if item.conds and item.frame_indices is not None else None,
+        mask_type=item.mask_type,
+        num_frames=inputs["num_frames"],
+        height=inputs["height"] if fixed else None,
+        width=inputs["width"] if fixed else None,
+        crop_for_hw=inputs["crop_for_hw"],
+        max_hxw=inputs["max_hxw"],
+        num_inference_steps=opts.steps,
+        guidance_scale=opts.guidance_scale,
+        guidance_rescale=opts.guidance_rescale,
+        noise_strength=opts.noise_strength,
+        sample_posterior=opts.sample_posterior,
+        generator=generator,
+        prompt_embeds=embeddings,
+        callback=on_step,
+    )
+    seconds = time.perf_counter() - started
+    result = SampleResult(line=item.line, sample=job.sample, prompt=item.prompt, video=job.video,
+                          sidecar=job.sidecar, seed=job.seed, mask_type=str(out.mask_type),
+                          kept_frames=out.kept_frames, seconds=seconds, seconds_per_step=seconds / opts.steps,
+                          rank=rank)
+    return _Made(result, out.videos[0])
 
 
 def _load_pipeline(opts: SampleOptions, dirs: dict[str, Path], ctx, dtype, hidden_size: int):
@@ -392,44 +557,35 @@ def _load_pipeline(opts: SampleOptions, dirs: dict[str, Path], ctx, dtype, hidde
     return pipe
 
 
-def _write_outputs(frames, result: SampleResult, item: InputItem, opts: SampleOptions, inputs: dict,
-                   dirs: dict[str, Path], ctx, dtype) -> None:
+def _write_outputs(frames, result: SampleResult, job: Job, opts: SampleOptions, dirs: dict[str, Path], ctx,
+                   dtype) -> None:
+    """The video, then its sidecar (the request plus run facts). A failure of either leaves neither: the
+    sidecar is what marks an output finished, and a video without one is removed."""
     from opensora_cli.utils.io import atomic_path
     from opensora_cli.utils.video import write_video
 
-    write_video(result.video, frames, opts.fps)
     sidecar = {
         "opensora_cli_version": __version__,
         "video": result.video.name,
-        "line": item.line,
-        "sample": result.sample,
-        "prompt": item.prompt,
-        "seed": result.seed,
+        **job.request,
         "base_seed": opts.seed,
-        "mask_type": result.mask_type,
         "kept_frames": result.kept_frames,
-        "conds": [{"path": path, "sha256": file_sha256(path)} for path in item.conds],
-        "frame_indices": item.frame_indices,
-        "num_frames": inputs["num_frames"],
-        "height": int(frames.shape[1]),
-        "width": int(frames.shape[2]),
-        "crop_for_hw": inputs["crop_for_hw"],
-        "max_hxw": inputs["max_hxw"],
-        "steps": opts.steps,
-        "guidance_scale": opts.guidance_scale,
-        "guidance_rescale": opts.guidance_rescale,
-        "sampler": opts.sampler,
-        "negative_prompt": opts.negative_prompt,
-        "prompt_template": opts.prompt_template,
-        "noise_strength": opts.noise_strength,
-        "sample_posterior": opts.sample_posterior,
-        "fps": opts.fps,
         "device": str(ctx.device),
-        "dtype": str(dtype).removeprefix("torch."),
         "world_size": ctx.world_size,
         "sequence_parallel": opts.sp,
-        "models": {kind: str(Path(path).resolve()) for kind, path in dirs.items()},
         "seconds": round(result.seconds, 3),
     }
-    with atomic_path(result.sidecar) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    text = json.dumps(sidecar, indent=2) + "\n"
+    try:
+        write_video(result.video, frames, opts.fps)
+        with atomic_path(result.sidecar) as tmp:
+            tmp.write_text(text)
+    except BaseException as exc:
+        for path in (result.video, result.sidecar):
+            with contextlib.suppress(OSError):
+                if path.is_file():
+                    path.unlink()
+        if isinstance(exc, OSError):
+            raise OutputError(f"{result.video}: cannot write the output ({exc.strerror or exc}); "
+                              "nothing of it was kept — free some space or fix the folder, then rerun") from exc
+        raise
