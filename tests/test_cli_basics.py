@@ -22,7 +22,8 @@ print("HEAVY:", heavy, "CODE:", code)
     "args",
     [
         ["--help"],
-        ["validate-inputs", "-p", "examples/prompts.txt", "-c", "examples/conds.txt", "--json"],
+        ["validate-inputs", "-p", "examples/demo/prompts.txt", "-c", "examples/demo/conds.txt", "--json"],
+        ["validate-inputs", "-p", "examples/prompts.txt", "-c", "examples/conds.txt", "--num-frames", "93", "--json"],
         ["mask-preview", "-m", "random_temporal", "--json"],
         ["mask-preview", "--conds", "examples/conds.txt", "--line", "3", "--json"],
     ],

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 import opensora_cli
-from opensora_cli.services.sampling import bundled_model_dir
+from opensora_cli.services.model_folders import bundled_model_dir
 
 from .conftest import REPO
 

@@ -145,7 +145,7 @@ def test_bad_options_are_reported_before_loading(cli, inputs, model_dir, extra, 
 
 def test_without_model_and_without_a_bundled_model_the_refusal_names_model(cli, inputs, monkeypatch):
     # an install without the demo model (e.g. a wheel built without package data)
-    monkeypatch.setattr("opensora_cli.services.sampling.bundled_model_dir", lambda: None)
+    monkeypatch.setattr("opensora_cli.services.model_folders.bundled_model_dir", lambda: None)
     prompts = inputs / "p.txt"
     prompts.write_text("x\n")
     (inputs / "c.txt").write_text("a.png\n")

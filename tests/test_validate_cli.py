@@ -1,10 +1,23 @@
-"""`opensora validate-inputs`: every rule, through the real command."""
+"""`opensora validate-inputs`: every rule, through the real command.
+
+Most tests check the rules against the released model's defaults (93 frames, arbitrary resolution): they run
+as an install without the bundled demo model would. The demo model's own defaults are tested at the end.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).parent.parent
+
+
+@pytest.fixture(autouse=True)
+def released_model_defaults(request, monkeypatch):
+    if "demo_defaults" not in request.keywords:
+        monkeypatch.setattr("opensora_cli.services.model_folders.bundled_model_dir", lambda: None)
 
 
 def check(cli, prompts, conds=None, *extra):
@@ -295,3 +308,32 @@ def test_installed_command_exit_codes_and_one_line_errors(installed_cli, media):
 
     missing = installed_cli("validate-inputs", "-c", conds)
     assert missing.code == 2 and "Missing option '--prompts'" in missing.err and unknown.err.count("\n") == 1
+
+
+@pytest.mark.demo_defaults
+def test_the_default_model_is_the_one_sample_uses(cli):
+    demo = REPO / "examples" / "demo"
+    ok = cli("validate-inputs", "-p", demo / "prompts.txt", "-c", demo / "conds.txt", "--json")
+    assert ok.code == 0, ok.out
+    report = json.loads(ok.out)
+    assert [item["output_size"] for item in report["items"]] == [[64, 96]] * 4  # the demo model's fixed size
+
+
+@pytest.mark.demo_defaults
+def test_model_defaults_come_from_the_given_model(cli, media, tmp_path):
+    media.image("one.png", 120, 160)
+    prompts, conds = media.text("p.txt", "x"), media.text("c.txt", "one.png")
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "opensora_defaults.json").write_text(json.dumps({"num_frames": 9, "height": 32, "width": 48,
+                                                              "crop_for_hw": True}))
+    code, report = check(cli, prompts, conds, "--model", model)
+    assert code == 0 and report["items"][0]["output_size"] == [32, 48]
+    tiny = media.image("tiny.png", 1, 1)
+    code, report = check(cli, prompts, media.text("c2.txt", str(tiny)), "--model", model)
+    assert code == 1 and "a 1x1 input has no 32:48 window to crop" in report["problems"][0]["message"]
+    (model / "opensora_defaults.json").write_text("{not json")
+    broken = cli("validate-inputs", "-p", prompts, "-c", conds, "--model", model)
+    assert broken.code == 1 and "opensora_defaults.json: not valid JSON" in broken.err
+    missing = cli("validate-inputs", "-p", prompts, "-c", conds, "--model", tmp_path / "nowhere")
+    assert missing.code == 1 and "--model: '" in missing.err and "is not a folder" in missing.err

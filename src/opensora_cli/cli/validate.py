@@ -25,13 +25,19 @@ MaskTypeOption = typer.Option(
     None, "--mask-type", "-m", case_sensitive=False, metavar="<type>",
     help=f"Mask type for every line: {MASK_TYPES} [default: from each line's inputs].",
 )
-NumFramesOption = typer.Option(93, "--num-frames", "-n", help="Frames to generate: 1 + 4k (93, 77, 61, 45, 29, 1).")
+NumFramesOption = typer.Option(
+    None, "--num-frames", "-n", help="Frames to generate: 1 + 4k [default: the model's; 93 for the released model].")
 HeightOption = typer.Option(None, "--height", help="With --crop-for-hw or t2iv: output height, a multiple of 16.")
 WidthOption = typer.Option(None, "--width", help="With --crop-for-hw or t2iv: output width, a multiple of 16.")
-CropOption = typer.Option(False, "--crop-for-hw", help="Fixed size: centre-crop and resize inputs to --height x --width.")
+CropOption = typer.Option(
+    None, "--crop-for-hw/--no-crop-for-hw", help="Fixed size: centre-crop and resize inputs to --height x --width "
+    "[default: the model's; off for the released model].")
 MaxHxwOption = typer.Option(
-    DEFAULT_MAX_HXW, "--max-hxw", help="Arbitrary-resolution mode: largest output area in pixels (102400..236544)."
-)
+    None, "--max-hxw", help="Arbitrary-resolution mode: largest output area in pixels [default: the model's; "
+    f"{DEFAULT_MAX_HXW} for the released model].")
+ModelOption = typer.Option(
+    None, "--model", help="The model whose defaults and trained sizes apply, as in `opensora sample` "
+    "[default: the bundled demo model].")
 MaskConfigOption = typer.Option(None, "--mask-config", help="Mask config YAML to check as well.")
 
 
@@ -39,12 +45,13 @@ def validate_inputs_command(
     prompts: Path = PromptsOption,
     conds: Optional[Path] = CondsOption,
     mask_type: Optional[MaskType] = MaskTypeOption,
-    num_frames: int = NumFramesOption,
+    num_frames: Optional[int] = NumFramesOption,
     height: Optional[int] = HeightOption,
     width: Optional[int] = WidthOption,
-    crop_for_hw: bool = CropOption,
-    max_hxw: int = MaxHxwOption,
+    crop_for_hw: Optional[bool] = CropOption,
+    max_hxw: Optional[int] = MaxHxwOption,
     mask_config: Optional[Path] = MaskConfigOption,
+    model: Optional[Path] = ModelOption,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     verbose: bool = VerboseOption,
 ) -> None:
@@ -53,21 +60,13 @@ def validate_inputs_command(
     Exit code 0 when all is well, 1 when there are problems (all of them are listed).
     """
     from opensora_cli.cli.render import print_report
+    from opensora_cli.services.model_folders import resolve_request
     from opensora_cli.services.validation import validate_inputs
 
-    report = validate_inputs(
-        dict(
-            prompts=prompts,
-            conds=conds,
-            mask_type=mask_type,
-            num_frames=num_frames,
-            height=height,
-            width=width,
-            crop_for_hw=crop_for_hw,
-            max_hxw=max_hxw,
-            mask_config=mask_config,
-        )
-    )
+    inputs = dict(prompts=prompts, conds=conds, mask_type=mask_type, num_frames=num_frames, height=height,
+                  width=width, crop_for_hw=crop_for_hw, max_hxw=max_hxw, mask_config=mask_config)
+    inputs, _ = resolve_request(inputs, {"model": model})  # the same defaults as `opensora sample`
+    report = validate_inputs(inputs)
     if json_output:
         print(report.model_dump_json(indent=None))
     else:

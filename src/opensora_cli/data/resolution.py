@@ -53,3 +53,17 @@ def arbitrary_output_size(
     _, _, crop_h, crop_w = stride_crop_box(height, width, stride)
     return crop_h, crop_w
 
+
+def aspect_crop_box(height: int, width: int, target_height: int, target_width: int) -> tuple[int, int, int, int]:
+    """The largest centred window of aspect target_height:target_width: (top, left, crop_height, crop_width).
+
+    The reference's arithmetic exactly: int() truncation of the window side and Python's round() (half to even) of
+    the offset, e.g. 90x130 -> 64:93 keeps rows 0..88 (offset round(0.5) = 0), 90x130 -> 72:100 keeps columns
+    2..126 (round(2.5) = 2).
+    """
+    ratio = target_height / target_width
+    if height / width > ratio:  # relatively taller than the target: crop rows
+        crop_h, crop_w = int(width * ratio), width
+    else:
+        crop_h, crop_w = height, int(height / ratio)
+    return int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0)), crop_h, crop_w

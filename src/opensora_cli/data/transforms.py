@@ -18,28 +18,19 @@ import torch
 import torch.nn.functional as F
 
 from opensora_cli.data.media import read_image, read_video
-from opensora_cli.data.resolution import ARBITRARY_HW_STRIDE, DEFAULT_MAX_HXW, max_hxw_resize, stride_crop_box
+from opensora_cli.data.resolution import (
+    ARBITRARY_HW_STRIDE,
+    DEFAULT_MAX_HXW,
+    aspect_crop_box,
+    max_hxw_resize,
+    stride_crop_box,
+)
 
 
 def resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Resize (T, C, H, W) frames to (T, C, height, width): bilinear, antialiased, align_corners=True (as the
     reference, in the input's dtype)."""
     return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=True, antialias=True)
-
-
-def _aspect_crop_box(height: int, width: int, target_height: int, target_width: int) -> tuple[int, int, int, int]:
-    """The largest centred window of aspect target_height:target_width: (top, left, crop_height, crop_width).
-
-    The reference's arithmetic exactly: int() truncation of the window side and Python's round() (half to even) of
-    the offset, e.g. 90x130 -> 64:93 keeps rows 0..88 (offset round(0.5) = 0), 90x130 -> 72:100 keeps columns
-    2..126 (round(2.5) = 2).
-    """
-    ratio = target_height / target_width
-    if height / width > ratio:  # relatively taller than the target: crop rows
-        crop_h, crop_w = int(width * ratio), width
-    else:
-        crop_h, crop_w = height, int(height / ratio)
-    return int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0)), crop_h, crop_w
 
 
 def center_crop_resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -49,7 +40,7 @@ def center_crop_resize(frames: torch.Tensor, height: int, width: int) -> torch.T
         ValueError: the aspect is so far from the frames' that the window is empty.
     """
     in_h, in_w = frames.shape[-2:]
-    top, left, crop_h, crop_w = _aspect_crop_box(in_h, in_w, height, width)
+    top, left, crop_h, crop_w = aspect_crop_box(in_h, in_w, height, width)
     if crop_h < 1 or crop_w < 1:
         raise ValueError(f"cannot crop {in_h}x{in_w} frames to the aspect {height}:{width}: the window is empty")
     return resize(frames[..., top : top + crop_h, left : left + crop_w], height, width)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 DEVICE_NAMES = ("cpu", "cuda", "npu")
@@ -12,6 +12,8 @@ DEVICE_NAMES = ("cpu", "cuda", "npu")
 
 class SampleOptions(BaseModel):
     """Generation options (the inputs half is `schemas.inputs.InputsRequest`). Field names map to --kebab-case."""
+
+    model_config = ConfigDict(allow_inf_nan=False)  # --guidance-scale inf or nan is refused, never run
 
     model: Path | None = None
     vae: Path | None = None

@@ -32,6 +32,7 @@ from opensora_cli.masks.patterns import latent_frame_count
 from opensora_cli.schemas.inputs import InputItem, ValidationReport, option_name
 from opensora_cli.schemas.problems import Problem
 from opensora_cli.schemas.sample import SampleOptions, SampleResult, SampleSummary
+from opensora_cli.services.model_folders import resolve_request
 from opensora_cli.services.outputs import (
     check_output_dir,
     differences,
@@ -111,47 +112,6 @@ def _options_problems(options: Mapping[str, Any]) -> tuple[SampleOptions | None,
             what, _, fix = error["msg"].removeprefix("Value error, ").partition("; ")
             problems.append(Problem.of(name, None, f"{options.get(str(error['loc'][0]))!r}: {what}", fix or None))
         return None, problems
-
-
-MODEL_DEFAULTS_FILE = "opensora_defaults.json"
-# Options a model folder may set defaults for (what it was trained on), and the built-in defaults.
-_INPUT_DEFAULTS = {"num_frames": 93, "height": None, "width": None, "crop_for_hw": False, "max_hxw": 236544}
-_OPTION_DEFAULT_KEYS = ("steps", "guidance_scale", "fps", "sampler", "negative_prompt", "prompt_template")
-
-
-def bundled_model_dir() -> Path | None:
-    """The demo model shipped in the package (transformer/, vae/, text_encoder/), if this install has it."""
-    folder = Path(__file__).resolve().parents[1] / "demo_model"
-    return folder if (folder / "transformer" / "config.json").is_file() else None
-
-
-def model_defaults(model: Path | None) -> dict[str, Any]:
-    """`opensora_defaults.json` of a model bundle (or of the folder above a transformer folder), else {}."""
-    if model is None:
-        return {}
-    for folder in (Path(model), Path(model).parent):
-        if (folder / MODEL_DEFAULTS_FILE).is_file():
-            return json.loads((folder / MODEL_DEFAULTS_FILE).read_text())
-    return {}
-
-
-def resolve_request(inputs: Mapping[str, Any], options: Mapping[str, Any]) -> tuple[dict, dict]:
-    """Fill what the user left out: the model's own defaults first (e.g. the demo model's 17 frames at 64x96),
-    then the released model's. Without --model, the bundled demo model is used."""
-    options = dict(options)
-    if options.get("model") is None:
-        options["model"] = bundled_model_dir()
-    defaults = model_defaults(options["model"])
-    resolved = dict(inputs)
-    for key, fallback in _INPUT_DEFAULTS.items():
-        if resolved.get(key) is None:
-            resolved[key] = defaults.get(key, fallback)
-    if "max_hxw_range" in defaults:
-        resolved["max_hxw_range"] = tuple(defaults["max_hxw_range"])
-    for key in _OPTION_DEFAULT_KEYS:
-        if options.get(key) is None and key in defaults:
-            options[key] = defaults[key]
-    return resolved, {k: v for k, v in options.items() if v is not None}
 
 
 def check_sample_request(

@@ -21,6 +21,7 @@ from opensora_cli.data.resolution import (
     MIN_ASPECT,
     MIN_MAX_HXW,
     arbitrary_output_size,
+    aspect_crop_box,
 )
 from opensora_cli.masks.planning import plan_line
 from opensora_cli.masks.types import MaskType
@@ -311,6 +312,12 @@ class LineChecker:
             if req.height is None or req.width is None:
                 return None
             size = (req.height, req.width)
+            for info in infos:
+                _, _, crop_h, crop_w = aspect_crop_box(info.height, info.width, *size)
+                if crop_h < 1 or crop_w < 1:
+                    bad(f"a {info.height}x{info.width} input has no {size[0]}:{size[1]} window to crop "
+                        f"for the fixed size {size[0]}x{size[1]}", "use a larger input")
+                    return None
             if size[0] % _TRAINED_STRIDE or size[1] % _TRAINED_STRIDE:
                 warnings.append(Problem.of(self.conds_label, number,
                                            f"{size[0]}x{size[1]} is not a multiple of 32, the stride the model was "
