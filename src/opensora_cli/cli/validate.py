@@ -61,12 +61,13 @@ def validate_inputs_command(
     """
     from opensora_cli.cli.render import print_report
     from opensora_cli.services.model_folders import resolve_request
-    from opensora_cli.services.validation import validate_inputs
+    from opensora_cli.services.validation import estimate_memory, validate_inputs
 
     inputs = dict(prompts=prompts, conds=conds, mask_type=mask_type, num_frames=num_frames, height=height,
                   width=width, crop_for_hw=crop_for_hw, max_hxw=max_hxw, mask_config=mask_config)
     inputs, _ = resolve_request(inputs, {"model": model})  # the same defaults as `opensora sample`
     report = validate_inputs(inputs)
+    report.memory = estimate_memory(report, inputs, model)
     if json_output:
         print(report.model_dump_json(indent=None))
     else:

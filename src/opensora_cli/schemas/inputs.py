@@ -197,3 +197,5 @@ class ValidationReport(BaseModel):
     problems: list[Problem]
     warnings: list[Problem] = Field(default_factory=list)
     items: list[InputItem]
+    memory: dict[str, float | str] | None = Field(
+        None, description="estimated peak memory of the largest video (GiB): on a CPU in fp32, on a GPU in bf16")

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from opensora_cli.errors import InputError
+from opensora_cli.schemas.inputs import option_name
+from opensora_cli.schemas.problems import Problem
+from opensora_cli.schemas.sample import SampleOptions
 
 MODEL_DEFAULTS_FILE = "opensora_defaults.json"
 # Options a model folder may set defaults for (what it was trained on), and the built-in defaults.
@@ -75,3 +78,41 @@ def resolve_request(inputs: Mapping[str, Any], options: Mapping[str, Any]) -> tu
         if options.get(key) is None and key in defaults:
             options[key] = defaults[key]
     return resolved, {k: v for k, v in options.items() if v is not None}
+
+
+def resolve_model_dirs(options: SampleOptions) -> tuple[dict[str, Path], list[Problem]]:
+    """Transformer, VAE and text-encoder folders.
+
+    `--model DIR` may be a bundle with transformer/, vae/ and text_encoder/ (as `write_random_model_folder`
+    writes), or the transformer folder itself; then the VAE and text encoder default to sibling folders
+    `vae` and `text_encoder` (or `mt5-xxl`), as in the released download.
+    """
+    problems: list[Problem] = []
+    if options.model is None:
+        problems.append(Problem.of("--model", None, "no model given and this install has no bundled demo model",
+                                   "pass --model DIR (the released any93x640x640_i2v folder with --vae and "
+                                   "--text-encoder, or a folder written by write_random_model_folder)"))
+        return {}, problems
+    model = options.model
+    bundle = (model / "transformer" / "config.json").is_file()
+    transformer = model / "transformer" if bundle else model
+    siblings = {"vae": ["vae"], "text_encoder": ["text_encoder", "mt5-xxl"]}
+    dirs = {"transformer": transformer}
+    for kind, names in siblings.items():
+        given = getattr(options, kind)
+        if given is not None:
+            dirs[kind] = given
+            continue
+        base = model if bundle else model.parent
+        found = next((base / n for n in names if (base / n / "config.json").is_file()), None)
+        if found is None:
+            problems.append(Problem.of(option_name(kind), None, f"no {kind.replace('_', ' ')} folder given or found "
+                                       f"next to {model}", f"pass {option_name(kind)} DIR"))
+        else:
+            dirs[kind] = found
+    for kind, folder in dirs.items():
+        if not (folder / "config.json").is_file():
+            flag = "--model" if kind == "transformer" else option_name(kind)
+            problems.append(Problem.of(flag, None, f"'{folder}' is not a model folder (no config.json)",
+                                       "point to the folder that holds config.json and the weights"))
+    return dirs, problems

@@ -32,7 +32,7 @@ from opensora_cli.masks.patterns import latent_frame_count
 from opensora_cli.schemas.inputs import InputItem, ValidationReport, option_name
 from opensora_cli.schemas.problems import Problem
 from opensora_cli.schemas.sample import SampleOptions, SampleResult, SampleSummary
-from opensora_cli.services.model_folders import resolve_request
+from opensora_cli.services.model_folders import resolve_model_dirs, resolve_request
 from opensora_cli.services.outputs import (
     check_output_dir,
     differences,
@@ -62,44 +62,6 @@ class Reporter:
 # ------------------------------------------------------------------------------------------------------------
 # 1. Checks (no model is loaded)
 # ------------------------------------------------------------------------------------------------------------
-
-
-def resolve_model_dirs(options: SampleOptions) -> tuple[dict[str, Path], list[Problem]]:
-    """Transformer, VAE and text-encoder folders.
-
-    `--model DIR` may be a bundle with transformer/, vae/ and text_encoder/ (as `write_random_model_folder`
-    writes), or the transformer folder itself; then the VAE and text encoder default to sibling folders
-    `vae` and `text_encoder` (or `mt5-xxl`), as in the released download.
-    """
-    problems: list[Problem] = []
-    if options.model is None:
-        problems.append(Problem.of("--model", None, "no model given and this install has no bundled demo model",
-                                   "pass --model DIR (the released any93x640x640_i2v folder with --vae and "
-                                   "--text-encoder, or a folder written by write_random_model_folder)"))
-        return {}, problems
-    model = options.model
-    bundle = (model / "transformer" / "config.json").is_file()
-    transformer = model / "transformer" if bundle else model
-    siblings = {"vae": ["vae"], "text_encoder": ["text_encoder", "mt5-xxl"]}
-    dirs = {"transformer": transformer}
-    for kind, names in siblings.items():
-        given = getattr(options, kind)
-        if given is not None:
-            dirs[kind] = given
-            continue
-        base = model if bundle else model.parent
-        found = next((base / n for n in names if (base / n / "config.json").is_file()), None)
-        if found is None:
-            problems.append(Problem.of(option_name(kind), None, f"no {kind.replace('_', ' ')} folder given or found "
-                                       f"next to {model}", f"pass {option_name(kind)} DIR"))
-        else:
-            dirs[kind] = found
-    for kind, folder in dirs.items():
-        if not (folder / "config.json").is_file():
-            flag = "--model" if kind == "transformer" else option_name(kind)
-            problems.append(Problem.of(flag, None, f"'{folder}' is not a model folder (no config.json)",
-                                       "point to the folder that holds config.json and the weights"))
-    return dirs, problems
 
 
 def _options_problems(options: Mapping[str, Any]) -> tuple[SampleOptions | None, list[Problem]]:
@@ -159,7 +121,58 @@ def check_sample_request(
     if not problems:
         plan = plan_outputs(report, opts, inputs, dirs, dtype_name(opts, device.type))
         problems += plan.problems
+        problems += check_memory(report, opts, inputs, dirs, device)
     return report, opts, dirs, problems, inputs
+
+
+def largest_output(report: ValidationReport, inputs: Mapping[str, Any]) -> tuple[int, int]:
+    sizes = [item.output_size or (inputs["height"] or 0, inputs["width"] or 0) for item in report.items]
+    return max(sizes, key=lambda hw: hw[0] * hw[1], default=(0, 0))
+
+
+def check_memory(report: ValidationReport, opts: SampleOptions, inputs: Mapping[str, Any], dirs: dict[str, Path],
+                 device) -> list[Problem]:
+    """The run's estimated peak (services/memory.py) against the device's free memory.
+
+    Host memory is shared by all processes on a CPU; each accelerator holds one process (its share of the
+    tokens under --sp).
+    """
+    from opensora_cli.services import memory
+
+    height, width = largest_output(report, inputs)
+    try:
+        estimate = memory.estimate(dirs, inputs["num_frames"], height, width, dtype_name(opts, device.type),
+                                   device.type, opts.guidance_scale > 1.0, opts.vae_tiling, opts.cpu_offload)
+    except (KeyError, ValueError, TypeError) as exc:
+        return [Problem.of("--model", None, f"{dirs['transformer'] / 'config.json'}: cannot read the model's sizes "
+                           f"({type(exc).__name__}: {exc})", "use the config.json the model was saved with")]
+    if device.type == "cpu":
+        processes = opts.nproc
+        needed, free, where = estimate.peak * processes, memory.available_host_memory(), "this machine's free memory"
+    else:
+        needed = estimate.device_peak
+        if opts.sp and opts.nproc > 1:
+            needed -= estimate.activations - estimate.activations // opts.nproc
+        free, where = _accelerator_free_memory(device), f"free memory of {device.type}"
+    if free is None or needed <= free:
+        return []
+    return [Problem.of("--num-frames", None, f"a {inputs['num_frames']}-frame {height}x{width} video needs "
+                       f"{estimate.describe()}{f' per process x {opts.nproc}' if device.type == 'cpu' and opts.nproc > 1 else ''}"
+                       f"; {where} is {memory.gib(free)}",
+                       "use " + memory.ways_out(opts.vae_tiling, opts.cpu_offload, device.type, inputs["num_frames"]))]
+
+
+def _accelerator_free_memory(device) -> int | None:
+    import torch
+
+    index = device.index if device.index is not None else 0
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(index)[0]
+    if device.type == "npu":
+        import torch_npu
+
+        return torch_npu.npu.mem_get_info(index)[0]
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------------

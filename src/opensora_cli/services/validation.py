@@ -350,3 +350,30 @@ class LineChecker:
                                        f"output aspect {size[0]}x{size[1]} is outside the trained range 1:2 to 2:1",
                                        "crop the inputs or use --crop-for-hw"))
         return size
+
+
+def estimate_memory(report: ValidationReport, inputs: Mapping[str, Any], model: Path | None) -> dict | None:
+    """What `opensora sample` will estimate for the largest video of the report (services/memory.py), for a
+    CPU in fp32 and an accelerator in bf16 (validate-inputs knows no device); None without model folders.
+
+    Args:
+        inputs: the resolved inputs (num_frames, height, width); model: as `--model` (None: the bundled one).
+    """
+    from opensora_cli.schemas.sample import SampleOptions
+    from opensora_cli.services import memory
+    from opensora_cli.services.model_folders import bundled_model_dir, resolve_model_dirs
+
+    dirs, problems = resolve_model_dirs(SampleOptions(model=model or bundled_model_dir()))
+    sizes = [item.output_size for item in report.items if item.output_size]
+    if problems or not sizes or inputs.get("num_frames") is None:
+        return None
+    height, width = max(sizes, key=lambda hw: hw[0] * hw[1])
+    frames = inputs["num_frames"]
+    try:
+        cpu = memory.estimate(dirs, frames, height, width, "fp32", "cpu", True, True)
+        gpu = memory.estimate(dirs, frames, height, width, "bf16", "cuda", True, True)
+    except (OSError, KeyError, ValueError, TypeError):
+        return None  # sample names the broken config
+    return {"video": f"{frames}x{height}x{width}", "cpu_fp32_gib": round(cpu.peak / memory.GIB, 3),
+            "gpu_bf16_gib": round(gpu.peak / memory.GIB, 3), "host_free_gib":
+            round((memory.available_host_memory() or 0) / memory.GIB, 2)}

@@ -1,0 +1,78 @@
+"""The memory estimate (services/memory.py): its parts, and runs refused before anything loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from opensora_cli.models import registry
+from opensora_cli.services import memory
+from opensora_cli.services.model_folders import bundled_model_dir
+
+from .conftest import REPO
+
+DEMO = bundled_model_dir()
+DIRS = {kind: DEMO / kind for kind in ("transformer", "vae", "text_encoder")}
+
+
+@pytest.mark.parametrize("preset", ["OpenSoraInpaint_v1_3-2B/122", "OpenSoraInpaint_v1_3-medium",
+                                    "OpenSoraInpaint_v1_3-demo"])
+def test_transformer_parameters_from_the_config_match_the_built_model(preset):
+    with torch.device("meta"):
+        model = registry.build(preset)
+    real = sum(p.numel() for p in model.parameters())
+    assert abs(memory.transformer_parameters(dict(model.config)) / real - 1) < 0.05
+
+
+def test_safetensors_headers_count_the_parameters_exactly():
+    from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+
+    vae = WFVAEModel.load(DIRS["vae"])
+    assert memory.safetensors_parameters(DIRS["vae"]) == sum(t.numel() for t in vae.state_dict().values())
+
+
+def test_the_estimate_grows_with_the_video_and_tiling_bounds_the_decoder():
+    small = memory.estimate(DIRS, 17, 64, 96, "fp32", "cpu", True, True)
+    long = memory.estimate(DIRS, 129, 64, 96, "fp32", "cpu", True, True)
+    untiled = memory.estimate(DIRS, 129, 64, 96, "fp32", "cpu", True, False)
+    assert long.peak > small.peak and long.decode == small.decode  # one decoder chunk either way
+    assert untiled.decode > long.decode
+    half = memory.estimate(DIRS, 17, 64, 96, "bf16", "cuda", True, True)
+    assert half.transformer * 2 == small.transformer
+    assert memory.estimate(DIRS, 17, 64, 96, "fp32", "cpu", False, True).activations * 2 == small.activations
+
+
+def test_a_runaway_frame_count_is_refused_before_any_model_loads(cli, tmp_path):
+    demo = REPO / "examples" / "demo"
+    (tmp_path / "p.txt").write_text("a yellow triangle moves to the right\n")
+    (tmp_path / "c.txt").write_text(f"{demo / 'i2v.png'}\n")
+    result = cli("sample", "-p", "p.txt", "-c", "c.txt", "--num-frames", "400001")
+    said = result.out + result.err
+    assert result.code == 1 and "--num-frames: a 400001-frame 64x96 video needs about" in said
+    assert "free memory is" in said and "fewer frames (--num-frames 200001)" in said
+    assert "no model was loaded" in said and not (tmp_path / "samples").exists()
+
+
+def test_a_config_asking_for_100000_layers_is_refused_by_its_size(cli, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(DEMO, model)
+    config = json.loads((model / "transformer" / "config.json").read_text())
+    config["num_layers"] = 100_000
+    (model / "transformer" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "p.txt").write_text("a square\n")
+    (tmp_path / "c.txt").write_text(f"{REPO / 'examples' / 'demo' / 'i2v.png'}\n")
+    result = cli("sample", "-p", "p.txt", "-c", "c.txt", "--model", model)
+    said = result.out + result.err
+    assert result.code == 1 and "needs about" in said and "no model was loaded" in said, said
+
+
+def test_validate_inputs_reports_the_estimate(cli):
+    demo = REPO / "examples" / "demo"
+    result = cli("validate-inputs", "-p", demo / "prompts.txt", "-c", demo / "conds.txt", "--json")
+    estimate = json.loads(result.out)["memory"]
+    assert estimate["video"] == "17x64x96" and 0 < estimate["gpu_bf16_gib"] < estimate["cpu_fp32_gib"] < 1
+    plain = cli("validate-inputs", "-p", demo / "prompts.txt", "-c", demo / "conds.txt")
+    assert "memory: the largest video (17x64x96) needs about" in plain.out
