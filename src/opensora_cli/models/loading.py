@@ -8,16 +8,28 @@ A folder holds `config.json` (diffusers format, `_class_name` names the class) a
 diffusers' own `from_pretrained` works on our folders too; `load_pretrained` adds the released variants, a
 check of every key and shape before anything is assigned, casting while reading (an fp32 checkpoint loads
 into bf16 without an fp32 copy of the whole model), and building large models on the meta device.
+
+Before anything is built, `config.json` is checked against the constructor's signature (unknown fields, types,
+sane ranges), and the model is sized on the meta device: one that would not fit in memory is refused with its
+size in GiB instead of swapping for minutes. Every problem with a folder is one `ModelLoadError` line naming the
+file (and the field).
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 import json
 import logging
+import math
+import os
+import re
+import types
+import typing
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -25,16 +37,37 @@ from opensora_cli.errors import ModelLoadError
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+CONFIG_NAME = "config.json"
 _SHOWN_KEYS = 8
 
+# Config fields no constructor takes but released or diffusers-written configs carry: diffusers' EMAModel
+# writes its bookkeeping into the config it saves (the released T2V config has them). `_*` keys are diffusers'.
+_EMA_FIELDS = frozenset({"decay", "min_decay", "optimization_step", "update_after_step", "use_ema_warmup",
+                         "inv_gamma", "power"})
+# Sane ranges of integer sizes, far beyond any released model (the 2B transformer: 32 layers of 24 x 96; the
+# WF-VAE: 2 resblocks, base width 128) yet small enough that a typo is refused before anything is built: the
+# fields that multiply the module count get a tighter bound than widths, whose cost the memory check sees.
+_INT_RANGES = {"num_layers": (1, 1024), "encoder_num_resblocks": (1, 64), "decoder_num_resblocks": (1, 64),
+               "connect_res_layer_num": (1, 64)}
+_DEFAULT_INT_RANGE = (1, 2**16)
+_FLOAT_RANGES = {"dropout": (0.0, 1.0)}  # [low, high)
+_POSITIVE_FLOATS = ("norm_eps", "interpolation_scale_h", "interpolation_scale_w", "interpolation_scale_t")
+
 ModelT = TypeVar("ModelT", bound=torch.nn.Module)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Weight files
+# ------------------------------------------------------------------------------------------------------------
 
 
 def weight_files(folder: Path) -> list[Path]:
     """The weight files of a model folder, in load order."""
     index = folder / INDEX_NAME
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ModelLoadError(f"{index}: no 'weight_map' object — download or save the model again")
         shards = sorted({folder / name for name in weight_map.values()})
         missing = [s.name for s in shards if not s.is_file()]
         if missing:
@@ -53,25 +86,284 @@ def weight_files(folder: Path) -> list[Path]:
     raise ModelLoadError(f"{folder}: no weights found (expected {WEIGHTS_NAME}, an index with shards, or a .ckpt)")
 
 
-def read_state_dict(folder: str | Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """All tensors of a model folder on the CPU; floating tensors cast to `dtype` while reading."""
+def load_torch_checkpoint(path: str | os.PathLike) -> Any:
+    """A pickle checkpoint (`.ckpt`, `.pt`, `.bin`) read with `torch.load(weights_only=True)`: tensors and plain
+    containers only, since unpickling anything else can run arbitrary code.
+
+    Raises:
+        ModelLoadError: one line naming the file: it holds pickled Python objects (with the one-line conversion
+            to safetensors, to run where the file is trusted), or it is damaged / incomplete.
+    """
+    import pickle
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        target = path.parent / WEIGHTS_NAME
+        convert = (
+            "python -c \"import torch, safetensors.torch as st; c = torch.load(" + repr(str(path))
+            + ", map_location='cpu', weights_only=False); sd = c.get('ema_state_dict') or c.get('state_dict', c); "
+            "sd = sd.get('gen_model', sd); st.save_file({k.removeprefix('module.'): v.contiguous() for k, v in "
+            "sd.items() if isinstance(v, torch.Tensor)}, " + repr(str(target)) + ")\""
+        )
+        operand = re.search(r"Unsupported operand (\d+)", text)
+        if "weights only load failed" not in text.lower() or operand:
+            # torch's restricted reader met bytes it does not know: a damaged file, or a pickle torch did not write
+            what = f"pickle operation {operand[1]} is not allowed weights-only" if operand else _first_line(exc)
+            raise ModelLoadError(
+                f"{path}: not a readable checkpoint ({what}) — the file is damaged or incomplete, or a pickle of "
+                "Python objects; download or save it again, or, if you trust its source, convert it to "
+                f"safetensors: {convert}"
+            ) from None
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        holds = f" such as {found[1]}" if found else ""
+        raise ModelLoadError(
+            f"{path}: not a weights-only checkpoint: it holds pickled Python objects{holds}, which we do not load "
+            "because unpickling can run arbitrary code — if you trust the file's source, convert it to safetensors "
+            f"once (then the folder loads from {WEIGHTS_NAME}): {convert}"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
+        raise ModelLoadError(f"{path}: not a readable checkpoint ({_first_line(exc) or type(exc).__name__}) — the "
+                             "file is damaged or incomplete; download or save it again") from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
+    try:
+        tensors = {}
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+        return tensors
+    except Exception as exc:  # safetensors' errors (SafetensorError, OSError...) all mean: this file is bad
+        raise ModelLoadError(f"{path}: not a readable safetensors file ({_first_line(exc)}) — the file is damaged "
+                             "or incomplete (an interrupted download?); download or save it again") from None
+
+
+def read_state_dict(folder: str | Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """All tensors of a model folder on the CPU; floating tensors cast to `dtype` while reading."""
     folder = Path(folder)
     state: dict[str, torch.Tensor] = {}
     for path in weight_files(folder):
         if path.suffix == ".ckpt":  # only the reference's VAE training code writes these
             from opensora_cli.models.autoencoder_wfvae import state_dict_from_reference_ckpt
 
-            tensors = state_dict_from_reference_ckpt(path)
+            checkpoint = load_torch_checkpoint(path)
+            if not isinstance(checkpoint, dict):
+                raise ModelLoadError(f"{path}: holds a {type(checkpoint).__name__}, not a dict of tensors — save "
+                                     "the model's state_dict()")
+            tensors = state_dict_from_reference_ckpt(checkpoint)
         else:
-            tensors = {}
-            with safe_open(path, framework="pt", device="cpu") as handle:
-                for key in handle.keys():
-                    tensors[key] = handle.get_tensor(key)
+            tensors = _read_safetensors(path)
         for key, tensor in tensors.items():
             state[key] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
     return state
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Configs: read, check against the constructor, size on the meta device
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}) — fix the file, or "
+                             "download or save the model again") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path}: cannot read it ({_first_line(exc)}) — it must be UTF-8 JSON") from None
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{path}: holds a JSON {type(value).__name__}, not an object of fields — fix the file")
+    return value
+
+
+def _describe(hint: Any) -> str:
+    """`int | list[int] | None` -> "an integer, a list of integers or null"."""
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        parts = [_describe(arg) for arg in typing.get_args(hint)]
+        return ", ".join(parts[:-1]) + " or " + parts[-1]
+    if typing.get_origin(hint) in (list, tuple):
+        plural = {int: "integers", float: "numbers", str: "strings"}
+        return "a list of " + plural.get(typing.get_args(hint)[0], "values")
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a constructor annotation (ints pass for floats; bools never pass for numbers)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin in (list, tuple):
+        return isinstance(value, list) and all(_matches(v, typing.get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True  # an annotation we do not check: the constructor does
+
+
+def _value_problem(name: str, value: Any, hint: Any) -> str | None:
+    if not _matches(value, hint):
+        return f"{name} is {json.dumps(value)[:60]}; expected {_describe(hint)}"
+    if hint is int:
+        low, high = _INT_RANGES.get(name, _DEFAULT_INT_RANGE)
+        if not low <= value <= high:
+            return f"{name} is {value}; expected {low} to {high}"
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        return f"{name} is {json.dumps(value)[:60]}; expected finite numbers"
+    if name in _FLOAT_RANGES and isinstance(value, (int, float)):
+        low, high = _FLOAT_RANGES[name]
+        if not low <= value < high:
+            return f"{name} is {value}; expected at least {low:g} and below {high:g}"
+    if name in _POSITIVE_FLOATS and isinstance(value, (int, float)) and not value > 0:
+        return f"{name} is {value}; expected a number > 0"
+    return None
+
+
+def check_config(model_class: type, config: dict[str, Any], path: Path) -> None:
+    """Refuse a config the constructor of `model_class` would not take, or would take for the wrong reasons.
+
+    Every field must be a constructor argument (or a diffusers `_*` / EMA bookkeeping field), of the
+    annotated type, and integer sizes within sane ranges (`_INT_RANGES`), so that a typo fails here in
+    milliseconds instead of building a model for minutes.
+
+    Raises:
+        ModelLoadError: "FILE: FIELD is VALUE; expected ... — fix FIELD in FILE" (the first problem, and how many more).
+    """
+    parameters = {name: p for name, p in inspect.signature(model_class.__init__).parameters.items()
+                  if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    hints = typing.get_type_hints(model_class.__init__)
+    problems = []
+    for name, value in config.items():
+        if name.startswith("_") or name in _EMA_FIELDS:
+            continue
+        if name not in parameters:
+            close = difflib.get_close_matches(name, parameters, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "remove it"
+            problems.append((name, f"unknown field '{name}' for {model_class.__name__} — {hint}"))
+            continue
+        problem = _value_problem(name, value, hints.get(name, Any))
+        if problem is not None:
+            problems.append((name, f"{problem} — fix {name} in the file"))
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s): {', '.join(n for n, _ in problems[1:])})" if len(
+            problems) > 1 else ""
+        raise ModelLoadError(f"{path}: {problems[0][1]}{more}")
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory a new allocation can get without swapping (the cgroup limit counts), or None."""
+    available = None
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except ImportError:
+        try:
+            with open("/proc/meminfo") as f:
+                info = dict(line.split(":", 1) for line in f)
+            available = int(info["MemAvailable"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    with contextlib.suppress(OSError, ValueError):  # a container's limit (cgroup v2) can be far below the host's
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = min(available if available is not None else 2**63, int(limit) - used)
+    return available
+
+
+def _check_fits(model: torch.nn.Module, model_class: type, config: dict[str, Any], path: Path, dtype: torch.dtype,
+                device: torch.device | str, real_build: bool) -> None:
+    """Refuse a model (built on the meta device) whose weights would not fit in host (or accelerator) memory."""
+    numel = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    weight_bytes = numel * torch.empty((), dtype=dtype).element_size()
+    # Host: the tensors read from disk, plus the fp32 model itself when it is built for real (not on meta).
+    needed = {"host memory": weight_bytes + (numel * 4 if real_build else 0)}
+    available = {"host memory": available_memory()}
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        needed[f"memory on {device}"] = weight_bytes
+        available[f"memory on {device}"] = torch.cuda.mem_get_info(device)[0]
+    for where, need in needed.items():
+        have = available[where]
+        if have is None or need <= have:
+            continue
+        defaults = {n: p.default for n, p in inspect.signature(model_class.__init__).parameters.items()}
+        # The sizes furthest above the constructor's defaults (the released model's) are the likely typos.
+        grown = sorted(((value / defaults[name], name, value) for name, value in config.items()
+                        if type(value) is int and type(defaults.get(name)) is int and 0 < defaults[name] < value),
+                       reverse=True)
+        largest = ", ".join(f"{name} {value} (default {defaults[name]})" for _, name, value in grown[:3])
+        raise ModelLoadError(
+            f"{path}: this config describes a {numel / 1e9:,.2f} B-parameter model that needs "
+            f"{need / 2**30:,.1f} GiB of {where} in {str(dtype).removeprefix('torch.')}, more than the "
+            f"{have / 2**30:,.1f} GiB available — " + (f"check {largest}" if largest else "check the sizes")
+            + " in the file, or free memory"
+        )
+
+
+def build_from_config(
+    model_class: type[ModelT],
+    folder: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    meta: bool = True,
+) -> ModelT:
+    """`model_class` built from `folder/config.json` after `check_config` and a memory check (on meta).
+
+    Args:
+        meta: return the model on the meta device (shapes only); else built for real on the CPU, in fp32.
+
+    Raises:
+        ModelLoadError: no config, invalid JSON, a config for another class, a field the constructor refuses,
+            or a model too large for the memory there is.
+    """
+    folder = Path(folder)
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise ModelLoadError(f"{folder}: not a model folder (no {CONFIG_NAME})")
+    config = _read_json(path)
+    class_name = config.get("_class_name")
+    named = model_class
+    if class_name is not None and class_name != model_class.__name__:
+        known = {c.__name__: c for c in (model_class, *model_class.__subclasses__())}
+        if class_name not in known:
+            raise ModelLoadError(f"{folder}: holds a {class_name}, expected a {model_class.__name__}")
+        named = known[class_name]
+    check_config(named, config, path)
+    with _quiet_diffusers():
+        try:
+            with torch.device("meta"):
+                model = model_class.from_config(config)
+        except (ValueError, TypeError, KeyError) as exc:  # the constructor's own checks (they name the field)
+            raise ModelLoadError(f"{path}: {_first_line(exc)} — fix the config") from None
+        _check_fits(model, named, config, path, dtype, device, real_build=not meta)
+        return model if meta else model_class.from_config(config)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _listing(keys: list[str]) -> str:
@@ -132,19 +424,11 @@ def load_pretrained(
             must be False when `optional_keys` can be absent, so their constructed values exist.
 
     Raises:
-        ModelLoadError: no config, a config for another class, or keys/shapes that do not match.
+        ModelLoadError: no config, an invalid config (see `build_from_config`), unreadable weight files, or
+            keys/shapes that do not match.
     """
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(f"{folder}: not a model folder (no config.json)")
-    config = model_class.load_config(folder)
-    class_name = config.get("_class_name")
-    if class_name is not None and class_name != model_class.__name__:
-        known = {model_class.__name__, *(c.__name__ for c in model_class.__subclasses__())}
-        if class_name not in known:
-            raise ModelLoadError(f"{folder}: holds a {class_name}, expected a {model_class.__name__}")
-    with _quiet_diffusers(), (torch.device("meta") if meta_init else contextlib.nullcontext()):
-        model = model_class.from_config(config)
+    model = build_from_config(model_class, folder, dtype=dtype, device=device, meta=meta_init)
     state = read_state_dict(folder, dtype=dtype)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     problems = check_state_dict(expected, state, optional_keys)
