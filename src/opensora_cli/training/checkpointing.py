@@ -3,7 +3,7 @@
     output_dir/checkpoint-<step>/
         transformer/           diffusers folder (config.json + safetensors): the EMA weights with --use-ema,
                                else the trained weights — what sampling should use
-        vae, text_encoder      symlinks to the frozen models, so the folder is a complete model bundle
+        vae, text_encoder      relative symlinks to the frozen models, so the folder is a complete model bundle
         state/                 training_weights.safetensors (the raw trained weights, with EMA on),
                                optimizer.safetensors + optimizer.json, ema.safetensors, scheduler.json
         trainer_state.json     step, data position, loss, the config
@@ -12,6 +12,14 @@
 Everything is safetensors or JSON (no pickle, so nothing to trust when loading). A checkpoint is written
 into a hidden temporary folder and renamed into place, so a killed run leaves either a complete checkpoint or
 none; `latest` picks the newest complete one.
+
+The links to the frozen models are relative (`../../models/vae`), so a checkpoint keeps working when the output
+folder and the model folders move together (another disk, another machine, another mount point); moving only
+one of them breaks the link, as it would any path. Copying instead would be self-contained but costs the text
+encoder's size (about 20 GB for mT5-XXL) per checkpoint, so it is only the fallback where links cannot be made:
+- no relative path between the two (Windows, different drives): an absolute link;
+- no symlinks at all (Windows without the privilege, some network filesystems): a copy whose files are hard
+  links where the filesystem allows them (no extra space), real copies where it does not.
 """
 
 from __future__ import annotations
@@ -128,7 +136,7 @@ def save_checkpoint(
     if defaults:
         (tmp / "opensora_defaults.json").write_text(json.dumps(defaults, indent=2))
     for name, target in links.items():
-        os.symlink(Path(target).resolve(), tmp / name, target_is_directory=True)
+        link_model_folder(Path(target), tmp / name)
 
     # 3. Into place; then prune
     if final.exists():
@@ -138,6 +146,30 @@ def save_checkpoint(
         for _, old in checkpoints(output_dir)[:-total_limit]:
             shutil.rmtree(old)
     return final
+
+
+def link_model_folder(target: Path, link: Path) -> None:
+    """Make `link` lead to the folder `target`: a relative symlink when possible (see the module docstring).
+
+    The link is relative to the folder it is made in; `save_checkpoint` renames that folder within its parent,
+    so the relative path stays valid.
+    """
+    target = target.resolve()
+    try:
+        pointer: str | Path = os.path.relpath(target, link.parent.resolve())
+    except ValueError:  # no relative path between the two (Windows: different drives)
+        pointer = target
+    try:
+        os.symlink(pointer, link, target_is_directory=True)
+    except (OSError, NotImplementedError):  # no symlinks here: a copy, of hard links where possible
+        shutil.copytree(target, link, copy_function=_hard_link_or_copy)
+
+
+def _hard_link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler, ema) -> dict:
