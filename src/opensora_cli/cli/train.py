@@ -92,8 +92,14 @@ def train_command(
 
     from opensora_cli.cli.progress import RichTrainReporter
     from opensora_cli.services.training import run_training
+    from opensora_cli.training.loop import TrainingInterrupted
 
-    result = run_training(train_config, dirs, RichTrainReporter(enabled=lead))  # stderr: --json stays clean
+    try:
+        result = run_training(train_config, dirs, RichTrainReporter(enabled=lead))  # stderr: --json stays clean
+    except TrainingInterrupted as exc:  # Ctrl-C is not an error: where it stopped and how to go on, exit 130
+        if lead:
+            print(exc, file=sys.stderr)
+        raise typer.Exit(exc.exit_code) from None
     if not lead:
         return
     if json_output:

@@ -329,7 +329,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
                     continue
                 problem = DataProblem(result[0], result[1], position, result[2], os.fspath(annotation))
                 if bad_data == "error":
-                    raise InputError(f"{where}: {problem.render()} (bad_data='skip' would skip it)")
+                    raise InputError(f"{where}: {problem.render()} (--bad-data skip would skip it)")
                 self.problems.append(problem)
 
         self.bucket_keys: list[tuple[int, int, int]] = [record.bucket_key for record in self.records]
@@ -465,7 +465,8 @@ class VideoTextDataset(torch.utils.data.Dataset):
                 reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 problem = DataProblem(record.path, "decode failed", detail=reason)
                 if self.bad_data == "error":
-                    raise InputError(f"{problem.render()} — fix or remove the file (bad_data='skip' replaces it)")
+                    raise InputError(f"{record.path}: decode failed ({reason}) — fix or remove the file "
+                                     "(--bad-data skip replaces it)")
                 replaced.append(problem)
                 continue
             item = self._make_item(record, frames, generator)
@@ -524,9 +525,36 @@ class VideoTextDataset(torch.utils.data.Dataset):
         }
 
 
+class ErrorsAsItems(torch.utils.data.Dataset):
+    """A dataset for a DataLoader whose `InputError`s come back as items, {"error": message}, instead of being
+    raised where the item is loaded; `collate` turns a batch with one into {"error": message}.
+
+    Why: an exception in a DataLoader worker reaches the main process re-created as `type(exc)(text)`, the text
+    holding the worker's traceback, so the user's one-line error would arrive as two tracebacks. As data, the
+    message crosses the process boundary intact and the training loop raises it (with what it adds: the last
+    checkpoint). Without workers it behaves the same, so there is one path.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        try:
+            return self.dataset[key]
+        except InputError as exc:
+            return {"error": str(exc)}
+
+
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack one bucket's items: tensors (B, C, T, H, W), lists of captions / mask types / paths, and every
-    `DataProblem` of the batch's replacements."""
+    `DataProblem` of the batch's replacements. A batch with an error item (`ErrorsAsItems`) is {"error": the
+    first message}."""
+    errors = [s["error"] for s in samples if "error" in s]
+    if errors:
+        return {"error": errors[0]}
     return {
         "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
         "masked_pixel_values": torch.stack([s["masked_pixel_values"] for s in samples]),

@@ -80,6 +80,13 @@ def check_train_request(
 
 
 def run_training(config: TrainConfig, dirs: dict[str, Path], reporter=None):
+    """Train (see `training.loop.train`); the reporter is closed however the run ends.
+
+    Raises:
+        training.loop.TrainingInterrupted: Ctrl-C (exit code 130), with the step reached and the checkpoint to
+            resume from; the command prints its message, which is not an error.
+        InputError, ModelLoadError, TrainingDiverged: one line each, naming the file or option.
+    """
     from opensora_cli.training.loop import TrainReporter, train
 
     reporter = reporter or TrainReporter()

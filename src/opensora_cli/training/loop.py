@@ -3,6 +3,11 @@
 Reads top to bottom: setup, models, data, optimiser, resume, loop. Side effects (checkpoints, logs) happen on
 the main process only.
 
+Errors end as one line: a bad file met by a DataLoader worker comes back to the main process as data (see
+`data.dataset.ErrorsAsItems`) and is raised there with the last checkpoint; Ctrl-C becomes `TrainingInterrupted`
+(the step reached and the checkpoint to resume from). Resuming with options that differ from the checkpoint's
+run is allowed (a new learning rate is a common reason to resume) but reported, field by field.
+
 Determinism: every random draw of a step (timesteps, noise, posterior samples, condition noise) comes from a
 generator seeded by (seed, step, micro-batch, rank), and every data item from (seed, epoch, index); so a run
 resumed from a checkpoint takes exactly the steps the uninterrupted run would have taken.
@@ -11,6 +16,7 @@ resumed from a checkpoint takes exactly the steps the uninterrupted run would ha
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,8 +35,32 @@ class TrainingDiverged(OpenSoraError):
     """The loss became NaN or infinite."""
 
 
+class TrainingInterrupted(OpenSoraError):
+    """Ctrl-C during a run. Checkpoints are atomic, so the last one is complete whatever was being written.
+
+    Args:
+        step: optimisation steps done when it stopped (None: before the first one, while setting up).
+        last_checkpoint: the newest checkpoint of the run (saved or resumed from), or None.
+        output_dir: the run's output folder (`latest` finds checkpoints there).
+    """
+
+    exit_code = 130
+
+    def __init__(self, step: int | None, last_checkpoint: Path | None, output_dir: Path) -> None:
+        self.step, self.last_checkpoint = step, last_checkpoint
+        where = "while setting up" if step is None else f"at step {step}"
+        if last_checkpoint is None:
+            how = "no checkpoint yet, so the same command starts over (--checkpointing-steps N saves more often)"
+        else:
+            inside = Path(last_checkpoint).resolve().parent == Path(output_dir).resolve()
+            how = (f"last checkpoint: {last_checkpoint}; resume with --resume-from-checkpoint "
+                   + ("latest" if inside else str(last_checkpoint)))
+        super().__init__(f"interrupted {where}; {how}")
+
+
 class TrainReporter:
-    """Progress events of a training run. These do nothing; the CLI draws them."""
+    """Progress events of a training run. These do nothing (a `warning` is passed on as a `phase`); the CLI
+    draws them."""
 
     def phase(self, text: str) -> None: ...
     def data_report(self, summary: dict, problems: list, small_buckets: dict) -> None: ...
@@ -39,6 +69,10 @@ class TrainReporter:
     def replaced(self, problems: list) -> None: ...
     def checkpoint(self, path: Path) -> None: ...
     def close(self) -> None: ...
+
+    def warning(self, text: str) -> None:
+        """Something the user should know that does not stop the run (e.g. options changed on resume)."""
+        self.phase(f"warning: {text}")
 
 
 @dataclass
@@ -126,14 +160,35 @@ def build_transformer(config: TrainConfig, dirs: dict[str, Path]):
 # ------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Progress:
+    """Where a run is, for the Ctrl-C message: steps done (None before the first) and the newest checkpoint."""
+
+    step: int | None = None
+    checkpoint: Path | None = None
+
+
 def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | None = None) -> TrainResult:
-    """Run (or resume) a training run. `dirs` holds "vae", "text_encoder" and optionally "transformer" folders."""
+    """Run (or resume) a training run. `dirs` holds "vae", "text_encoder" and optionally "transformer" folders.
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C (KeyboardInterrupt), with the step reached and the last checkpoint.
+        InputError: bad data (the file, what is wrong, the last checkpoint), bad options.
+    """
+    progress = _Progress()
+    try:
+        return _train(config, dirs, reporter or TrainReporter(), progress)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(progress.step, progress.checkpoint, config.output_dir) from None
+
+
+def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, progress: _Progress) -> TrainResult:
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
     from torch.utils.data import DataLoader
 
     from opensora_cli.data.bucketing import BucketBatchSampler
-    from opensora_cli.data.dataset import VideoTextDataset, collate
+    from opensora_cli.data.dataset import ErrorsAsItems, VideoTextDataset, collate
     from opensora_cli.masks.compressor import MaskCompressor
     from opensora_cli.masks.noise import GaussianNoiseAdder
     from opensora_cli.models.autoencoder_wfvae import WFVAEModel
@@ -142,9 +197,10 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
     from opensora_cli.schemas.mask_config import MaskConfig, load_mask_config
     from opensora_cli.training.checkpointing import find_checkpoint, load_checkpoint, save_checkpoint
 
-    reporter = reporter or TrainReporter()
-
-    # 1. Setup: accelerate decides devices and processes (torchrun / accelerate launch environment)
+    # 1. Setup: accelerate decides devices and processes (torchrun / accelerate launch environment); the
+    # checkpoint to resume from is found first, so that Ctrl-C while loading can already point to it
+    checkpoint = find_checkpoint(config.output_dir, config.resume_from_checkpoint)
+    progress.checkpoint = checkpoint
     deepspeed_plugin = None
     if config.deepspeed == "zero2":
         from accelerate.utils import DeepSpeedPlugin
@@ -220,15 +276,20 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
 
     # 5. Resume: weights, optimiser, EMA, step and data position
     global_step = 0
-    checkpoint = find_checkpoint(config.output_dir, config.resume_from_checkpoint)
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, transformer, optimizer.optimizer if hasattr(optimizer, "optimizer")
                                 else optimizer, lr_scheduler, ema)
         global_step = state["step"]
         _apply_hyperparameters(optimizer, lr_scheduler, config)
         reporter.phase(f"resumed from {checkpoint} at step {global_step}")
+        changed = changed_options(state, config, mask_config, world)
+        if changed:
+            reporter.warning(f"{checkpoint} was trained with other options; this run uses the new values: "
+                             + ", ".join(changed))
+    progress.step = global_step
     sampler.set_position(*sampler.position_after(global_step * config.gradient_accumulation_steps))
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.dataloader_num_workers,
+    # Workers hand a bad file back as an item (raised below, in this process): see ErrorsAsItems.
+    loader = DataLoader(ErrorsAsItems(dataset), batch_sampler=sampler, num_workers=config.dataloader_num_workers,
                         collate_fn=collate, persistent_workers=config.dataloader_num_workers > 0)
 
     # 6. Loop
@@ -244,6 +305,9 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
     samples_seen = 0
     while global_step < config.max_train_steps:
         batch = next(batches)
+        if "error" in batch:
+            last = result.last_checkpoint
+            raise InputError(f"{batch['error']}; last checkpoint: {last if last else 'none'}")
         if batch["replaced"]:
             reporter.replaced(batch["replaced"])
         generator = step_generator(config.seed, global_step, micro, rank, device)
@@ -266,6 +330,7 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
         if ema is not None:
             ema.step(transformer.parameters())
         global_step += 1
+        progress.step = global_step
         loss_value = accelerator.reduce(loss.detach().float(), reduction="mean").item()
         if not math.isfinite(loss_value):
             last = result.last_checkpoint
@@ -289,11 +354,12 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | 
                     config.output_dir, global_step, transformer, optimizer.optimizer
                     if hasattr(optimizer, "optimizer") else optimizer, lr_scheduler, ema,
                     {"loss": loss_value, "epoch": epoch, "batch": batch_index, "world_size": world,
-                     "config": _loggable(config)},
+                     "config": _loggable(config), "mask_config_values": mask_config.model_dump(mode="json")},
                     links, config.checkpoints_total_limit,
                     defaults={"num_frames": config.num_frames, "max_hxw": config.max_hxw,
                               "max_hxw_range": [config.effective_min_hxw(), config.max_hxw]},
                 )
+                progress.checkpoint = result.last_checkpoint
                 reporter.checkpoint(result.last_checkpoint)
             accelerator.wait_for_everyone()
     result.steps = global_step
@@ -349,6 +415,37 @@ def _loss(batch, model, vae, text_encoder, compressor, noise_adder, alphas_cumpr
         snr = alpha_bar.flatten() / (1 - alpha_bar.flatten()).clamp(min=1e-12)
         per_sample = per_sample * snr.clamp(max=config.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
     return per_sample.mean()
+
+
+# Options that do not change what a step computes, or that a resumed run is expected to change; the number of
+# processes is compared as the run saw it ("processes"), since torchrun can start them without --nproc.
+_RESUME_NEUTRAL = frozenset({"resume_from_checkpoint", "max_train_steps", "output_dir", "checkpointing_steps",
+                             "checkpoints_total_limit", "report_to", "dataloader_num_workers", "bad_data", "device",
+                             "nproc", "accelerate_config"})
+
+
+def changed_options(trainer_state: dict, config: TrainConfig, mask_config, world_size: int) -> list[str]:
+    """"FIELD OLD -> NEW" for each option of `config`, value of the mask config, and the number of processes
+    that differs from the run that wrote a checkpoint (`trainer_state`, as `save_checkpoint` wrote it).
+    Fields a checkpoint predates are not compared; a mask ratio left out shows as "-> none"."""
+
+    def flat(values: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in values.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+        return out
+
+    def show(value) -> str:
+        return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    saved = {**flat(trainer_state.get("config", {})), **flat(trainer_state.get("mask_config_values", {}), "mask "),
+             **({"processes": trainer_state["world_size"]} if "world_size" in trainer_state else {})}
+    # through JSON, as the checkpoint was: paths become strings, tuples lists
+    current = {**flat(json.loads(json.dumps(_loggable(config), default=str))),
+               **flat(mask_config.model_dump(mode="json"), "mask "), "processes": world_size}
+    dropped = {key: None for key in saved if key.startswith("mask ") and key not in current}  # a ratio left out
+    return [f"{key} {show(saved[key])} -> {show(value)}" for key, value in {**current, **dropped}.items()
+            if key in saved and key not in _RESUME_NEUTRAL and saved[key] != value]
 
 
 def _apply_hyperparameters(optimizer, lr_scheduler, config: TrainConfig) -> None:
