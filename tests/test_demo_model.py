@@ -70,7 +70,7 @@ def test_sample_without_model_uses_the_demo_model_on_the_examples(installed_cli,
     for output, mask_type in zip(outputs, ("i2v", "transition", "random_temporal", "continuation")):
         sidecar = json.loads(Path(output["sidecar"]).read_text())
         assert sidecar["mask_type"] == mask_type
-        assert sidecar["models"]["transformer"] == str((DEMO / "transformer").resolve())
+        assert sidecar["models"]["transformer"]["path"] == str((DEMO / "transformer").resolve())
         reader = decord.VideoReader(output["video"])
         assert (len(reader), *reader[0].shape) == (17, 64, 96, 3)
 

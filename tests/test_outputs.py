@@ -158,3 +158,23 @@ def test_two_runs_on_one_folder_make_each_video_once(tmp_path, model_dir):
     assert made[0] | made[1] == set(range(1, lines + 1))
     assert len(list((tmp_path / "out").glob("*.mp4"))) == lines
     assert not list((tmp_path / "out").glob(".*"))  # no claims or parts left
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_what_was_written_and_how_to_go_on(tmp_path):
+    import signal
+
+    write_image(tmp_path / "a.png", 72, 100)
+    (tmp_path / "p.txt").write_text("a red square\na blue square\n")
+    (tmp_path / "c.txt").write_text("a.png\na.png\n")
+    proc = subprocess.Popen([opensora_executable(), "sample", "-p", "p.txt", "-c", "c.txt", "--steps", "1000",
+                             "-o", "out"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the plan is made and the work has begun: every later phase answers Ctrl-C
+        if "encoding prompts" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "Interrupted: 0 of 2 video(s) written; rerun the same command to finish" in err, err
+    assert "Traceback" not in err and not list((tmp_path / "out").glob("*.mp4"))
+    assert not list((tmp_path / "out").glob(".*"))  # the claim was released

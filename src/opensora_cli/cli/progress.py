@@ -31,6 +31,10 @@ class RichReporter(Reporter):
         if self.enabled:
             self.console.print(f"[dim]{escape(text)}...[/dim]")
 
+    def warning(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(f"[yellow]warning[/yellow]: {escape(text)}", soft_wrap=True)
+
     def start(self, videos: int, steps: int) -> None:
         if not self.enabled:
             return
@@ -122,6 +126,12 @@ class RichTrainReporter(TrainReporter):
         if self.enabled:
             for problem in problems:
                 self.console.print(f"[yellow]bad data[/yellow] {escape(str(problem))}", soft_wrap=True)
+
+    def warning(self, text: str) -> None:
+        if self.enabled:
+            from rich.text import Text
+
+            self.console.print(Text.assemble(("warning: ", "yellow"), text), soft_wrap=True)
 
     def checkpoint(self, path) -> None:
         if self.enabled:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from opensora_cli.schemas.problems import Problem
+
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 DEVICE_NAMES = ("cpu", "cuda", "npu")
 
@@ -74,6 +76,7 @@ class SampleResult(BaseModel):
 
 class SampleSummary(BaseModel):
     results: list[SampleResult]
+    warnings: list[Problem] = Field(default_factory=list)  # from the checks: media, sizes, prompt lengths
     device: str
     dtype: str
     world_size: int = 1

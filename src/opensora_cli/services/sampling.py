@@ -52,6 +52,7 @@ class Reporter:
     """Progress events of a run. These do nothing; the CLI's `RichReporter` draws them."""
 
     def phase(self, text: str) -> None: ...
+    def warning(self, text: str) -> None: ...
     def start(self, videos: int, steps: int) -> None: ...
     def video_started(self, line: int, sample: int, prompt: str) -> None: ...
     def step(self, index: int, steps: int) -> None: ...
@@ -122,7 +123,33 @@ def check_sample_request(
         plan = plan_outputs(report, opts, inputs, dirs, dtype_name(opts, device.type))
         problems += plan.problems
         problems += check_memory(report, opts, inputs, dirs, device)
+        report.warnings += prompt_length_warnings(report, opts, dirs["text_encoder"], inputs["prompts"])
     return report, opts, dirs, problems, inputs
+
+
+def prompt_length_warnings(report: ValidationReport, opts: SampleOptions, text_encoder: Path,
+                           prompts_file: Path) -> list[Problem]:
+    """A warning for each prompt longer than the text encoder reads (it would be cut), with its token count.
+
+    Only the tokenizer is loaded (no weights). The count includes the prompt template when it is on.
+    """
+    import transformers
+
+    from opensora_cli.models.text_encoder import DEFAULT_MAX_LENGTH, apply_template
+
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(text_encoder, local_files_only=True)
+    except (OSError, ValueError):
+        return []  # the text encoder's own load names the problem
+    warnings = []
+    for item in report.items:
+        text = apply_template(item.prompt) if opts.prompt_template else item.prompt
+        count = len(tokenizer(text, add_special_tokens=True).input_ids)
+        if count > DEFAULT_MAX_LENGTH:
+            warnings.append(Problem.of(str(prompts_file), item.line, f"the prompt is {count} tokens long; the text "
+                                       f"encoder reads the first {DEFAULT_MAX_LENGTH}, the rest is cut",
+                                       "shorten the prompt"))
+    return warnings
 
 
 def largest_output(report: ValidationReport, inputs: Mapping[str, Any]) -> tuple[int, int]:
@@ -302,6 +329,8 @@ def run_sampling(
     report, opts, dirs, problems, inputs = check_sample_request(inputs, options)
     if problems:
         raise ValidationFailed(report.model_copy(update={"ok": False, "problems": problems}))
+    for warning in report.warnings:
+        reporter.warning(warning.render())
 
     from opensora_cli.distributed.device import distributed_context
 
@@ -379,38 +408,38 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
     jobs = mine(plan.jobs)
 
     load_seconds, written = 0.0, 0
-    if jobs:
-        # 2. Text: encode every pending prompt once, then free the encoder (the largest model of the three)
-        started = time.perf_counter()
-        from opensora_cli.models.text_encoder import DEFAULT_NEGATIVE_PROMPT, TextEncoder, apply_template
+    try:
+        if jobs:
+            # 2. Text: encode every pending prompt once, then free the encoder (the largest model of the three)
+            started = time.perf_counter()
+            from opensora_cli.models.text_encoder import DEFAULT_NEGATIVE_PROMPT, TextEncoder, apply_template
 
-        reporter.phase("encoding prompts")
-        # padded to the longer of prompt and negative prompt, not 512: same video, less work per step
-        text_encoder = TextEncoder.from_pretrained(dirs["text_encoder"], dtype=dtype, device=ctx.device,
-                                                   padding="longest")
-        do_cfg = opts.guidance_scale > 1.0
-        negative = DEFAULT_NEGATIVE_PROMPT if opts.negative_prompt is None else opts.negative_prompt
-        embeddings = {}
-        for prompt in dict.fromkeys(job.item.prompt for job in jobs):
-            texts = ([negative] if do_cfg else []) + [apply_template(prompt) if opts.prompt_template else prompt]
-            states, mask = text_encoder(texts)
-            embeddings[prompt] = (states.cpu(), mask.cpu())
-        hidden_size = text_encoder.hidden_size
-        del text_encoder
-        gc.collect()
-        if ctx.device.type == "cuda":
-            torch.cuda.empty_cache()
+            reporter.phase("encoding prompts")
+            # padded to the longer of prompt and negative prompt, not 512: same video, less work per step
+            text_encoder = TextEncoder.from_pretrained(dirs["text_encoder"], dtype=dtype, device=ctx.device,
+                                                       padding="longest")
+            do_cfg = opts.guidance_scale > 1.0
+            negative = DEFAULT_NEGATIVE_PROMPT if opts.negative_prompt is None else opts.negative_prompt
+            embeddings = {}
+            for prompt in dict.fromkeys(job.item.prompt for job in jobs):
+                texts = ([negative] if do_cfg else []) + [apply_template(prompt) if opts.prompt_template else prompt]
+                states, mask = text_encoder(texts)
+                embeddings[prompt] = (states.cpu(), mask.cpu())
+            hidden_size = text_encoder.hidden_size
+            del text_encoder
+            gc.collect()
+            if ctx.device.type == "cuda":
+                torch.cuda.empty_cache()
 
-        # 3. Transformer, VAE, scheduler, pipeline
-        reporter.phase("loading the transformer and the VAE")
-        pipe = _load_pipeline(opts, dirs, ctx, dtype, hidden_size)
-        load_seconds = time.perf_counter() - started
-        if ctx.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+            # 3. Transformer, VAE, scheduler, pipeline
+            reporter.phase("loading the transformer and the VAE")
+            pipe = _load_pipeline(opts, dirs, ctx, dtype, hidden_size)
+            load_seconds = time.perf_counter() - started
+            if ctx.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
 
-        # 4. Generate: claim each output just before making it, so that runs sharing the folder share the work
-        reporter.start(len(jobs), opts.steps)
-        try:
+            # 4. Generate: claim each output just before making it, so that runs sharing the folder share the work
+            reporter.start(len(jobs), opts.steps)
             for job in jobs:
                 claim, reason = _take(job, ctx, writer, mode == "sp", opts.overwrite)
                 if reason is not None:
@@ -418,7 +447,8 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
                     reporter.video_done(results[-1])
                     continue
                 try:
-                    result = _generate(pipe, job, embeddings[job.item.prompt], opts, inputs, ctx, reporter, rank, claim)
+                    result = _generate(pipe, job, embeddings[job.item.prompt], opts, inputs, ctx, reporter, rank,
+                                       claim)
                     if writer:
                         _write_outputs(result.frames, result.result, job, opts, dirs, ctx, dtype)
                         written += 1
@@ -427,11 +457,11 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
                         claim.release()
                 results.append(result.result)
                 reporter.video_done(result.result)
-        except KeyboardInterrupt:
-            total = len(plan.jobs) if mode != "ddp" else len(jobs)
-            where = "" if mode != "ddp" else f" by process {rank}"
-            raise Interrupted(f"{written} of {total} video(s) written{where}; rerun the same command to "
-                              "finish (finished videos are skipped)") from None
+    except KeyboardInterrupt:
+        total = len(plan.jobs) if mode != "ddp" else len(jobs)
+        where = "" if mode != "ddp" else f" by process {rank}"
+        raise Interrupted(f"{written} of {total} video(s) written{where}; rerun the same command to "
+                          "finish (finished videos are skipped)") from None
 
     # 5. All results on every rank (rank 0 reports them)
     if world > 1:
@@ -443,7 +473,8 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
                 merged.setdefault((data["line"], data["sample"]), SampleResult.model_validate(data))
         results = [merged[key] for key in sorted(merged)]
     peak = torch.cuda.max_memory_allocated() / 2**30 if ctx.device.type == "cuda" and jobs else None
-    return SampleSummary(results=sorted(results, key=lambda r: (r.line, r.sample)), device=str(ctx.device),
+    return SampleSummary(results=sorted(results, key=lambda r: (r.line, r.sample)), warnings=report.warnings,
+                         device=str(ctx.device),
                          dtype=str(dtype).removeprefix("torch."), world_size=world, mode=mode,
                          load_seconds=load_seconds, peak_memory_gib=peak)
 

@@ -184,7 +184,8 @@ class LineChecker:
         parsed, problems = [], []
         for number, prompt, text in lines:
             specs, errors = parse_conds_line(text)
-            problems += [Problem.of(self.conds_label, number, e, "separate paths with single commas") for e in errors]
+            problems += [Problem.of(self.conds_label, number, e, None if "quote" in e else
+                                    "separate paths with single commas") for e in errors]  # quote errors say the fix
             parsed.append((number, prompt, [self._resolve(spec) for spec in specs]))
         self._probe_all(r.path for _, _, resolved in parsed for r in resolved if r.path is not None)
 
