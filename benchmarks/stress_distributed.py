@@ -89,7 +89,7 @@ def main() -> None:
                     first = first or f"run {index + 1}: {detail}"
                 print(f"{name}: run {index + 1}/{args.runs} {'ok' if ok else 'FAILED'}", file=sys.stderr, flush=True)
             rows.append((name, args.runs, failures, (time.perf_counter() - started) / args.runs, first))
-    print(f"\n| mode | runs | failures | s per run |\n| --- | ---: | ---: | ---: |")
+    print("\n| mode | runs | failures | s per run |\n| --- | ---: | ---: | ---: |")
     for name, runs, failures, seconds, _ in rows:
         print(f"| {name} | {runs} | {failures} | {seconds:.1f} |")
     for name, _, _, _, first in rows:

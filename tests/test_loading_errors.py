@@ -115,7 +115,7 @@ def test_a_model_too_large_for_memory_is_refused_with_its_size(copy, monkeypatch
     # 8 heads x 768 and 32 layers: 19.7 B parameters (73 GiB in fp32), sized on the meta device.
     folder = copy("transformer", num_attention_heads=8, attention_head_dim=768, cross_attention_dim=6144,
                   num_layers=32)
-    monkeypatch.setattr(loading, "available_memory", lambda: 8 * 2**30)
+    monkeypatch.setattr(loading, "available_host_memory", lambda: 8 * 2**30)
     with pytest.raises(ModelLoadError) as exc:
         load_pretrained(OpenSoraInpaint_v1_3, folder)
     message = one_line(exc)
@@ -125,7 +125,7 @@ def test_a_model_too_large_for_memory_is_refused_with_its_size(copy, monkeypatch
 
 
 def test_available_memory_is_a_plausible_number():
-    available = loading.available_memory()
+    available = loading.available_host_memory()
     assert available is None or 0 < available < 2**50
 
 
@@ -133,10 +133,10 @@ def test_the_memory_check_counts_the_real_build_of_the_vae(source, monkeypatch):
     """The VAE is built for real (fp32) and its weights read on top: both must fit."""
     model = WFVAEModel.load(source["vae"])
     numel = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
-    monkeypatch.setattr(loading, "available_memory", lambda: numel * 4 + numel * 2 - 1)
+    monkeypatch.setattr(loading, "available_host_memory", lambda: numel * 4 + numel * 2 - 1)
     with pytest.raises(ModelLoadError, match="GiB of host memory in float16"):
         WFVAEModel.load(source["vae"], dtype=torch.float16)
-    monkeypatch.setattr(loading, "available_memory", lambda: numel * 4 + numel * 2)
+    monkeypatch.setattr(loading, "available_host_memory", lambda: numel * 4 + numel * 2)
     assert WFVAEModel.load(source["vae"], dtype=torch.float16) is not None
 
 

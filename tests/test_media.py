@@ -287,6 +287,16 @@ def test_stderr_is_restored_after_concurrent_probes_and_other_output_is_kept(tmp
     assert capfd.readouterr().err == "not decord: keep me\nafter\n"
 
 
+def test_log_lines_that_threads_interleave_are_dropped_too(capfd):
+    capfd.readouterr()
+    with _native_stderr_captured():
+        os.write(2, b"[20:36:52] /github/workspace/src/video/video_reader.cc:")
+        os.write(2, b"[20:36:52] /github/workspace/src/video/video_reader.cc:83: ERROR opening: b.mp4, bad\n")
+        os.write(2, b"83: ERROR opening: a.mp4, bad\n")
+        os.write(2, b"mine\n")
+    assert capfd.readouterr().err == "mine\n"
+
+
 def test_overlapping_captures_restore_stderr_whichever_thread_leaves_first(capfd):
     import threading
 
@@ -322,7 +332,9 @@ def test_overlapping_captures_restore_stderr_whichever_thread_leaves_first(capfd
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_validate_inputs_shows_media_warnings_and_the_upright_size(cli, media):
+def test_validate_inputs_shows_media_warnings_and_the_upright_size(cli, media, monkeypatch):
+    # the released model's arbitrary-resolution sizing, as an install without the bundled demo model has it
+    monkeypatch.setattr("opensora_cli.services.model_folders.bundled_model_dir", lambda: None)
     sideways_jpeg(media.root / "phone.jpg", 320, 640)  # shown 640 high, 320 wide
     rgba = np.full((352, 640, 4), 255, np.uint8)
     rgba[:10, :10, 3] = 0

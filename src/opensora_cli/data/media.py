@@ -252,6 +252,9 @@ _stderr_users = 0
 _stderr_saved: int | None = None
 _stderr_capture: tuple[int, str] | None = None
 _NATIVE_NOISE = re.compile(rf"^(?:{_CPP_PREFIX.pattern}|\[[\w,]+ @ 0x[0-9a-f]+\] )")
+# Threads probing at once write their log lines into one capture, and C++ streams can interleave mid-line:
+# "[t] a.cc:[t] a.cc:83: ERROR ...", then "83: ERROR ..." (the rest of the first). Both halves are noise.
+_NATIVE_FRAGMENT = re.compile(rf"{_CPP_PREFIX.pattern}|^\d+: (?:ERROR|WARNING|Check failed)")
 
 
 @contextmanager
@@ -291,6 +294,7 @@ def _native_stderr_captured() -> Iterator[Callable[[], str]]:
                 text = Path(name).read_text(errors="replace")
                 os.unlink(name)
                 _stderr_saved = _stderr_capture = None
-                kept = "".join(line for line in text.splitlines(keepends=True) if not _NATIVE_NOISE.match(line))
+                kept = "".join(line for line in text.splitlines(keepends=True)
+                               if not (_NATIVE_NOISE.match(line) or _NATIVE_FRAGMENT.search(line)))
                 if kept:
                     os.write(2, kept.encode())

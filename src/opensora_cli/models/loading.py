@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from opensora_cli.utils.system import available_host_memory
 from opensora_cli.errors import ModelLoadError
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -268,29 +269,6 @@ def check_config(model_class: type, config: dict[str, Any], path: Path) -> None:
         raise ModelLoadError(f"{path}: {problems[0][1]}{more}")
 
 
-def available_memory() -> int | None:
-    """Bytes of host memory a new allocation can get without swapping (the cgroup limit counts), or None."""
-    available = None
-    try:
-        import psutil
-
-        available = psutil.virtual_memory().available
-    except ImportError:
-        try:
-            with open("/proc/meminfo") as f:
-                info = dict(line.split(":", 1) for line in f)
-            available = int(info["MemAvailable"].split()[0]) * 1024
-        except (OSError, KeyError, ValueError):
-            with contextlib.suppress(ValueError, OSError, AttributeError):
-                available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    with contextlib.suppress(OSError, ValueError):  # a container's limit (cgroup v2) can be far below the host's
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-            available = min(available if available is not None else 2**63, int(limit) - used)
-    return available
-
-
 def _check_fits(model: torch.nn.Module, model_class: type, config: dict[str, Any], path: Path, dtype: torch.dtype,
                 device: torch.device | str, real_build: bool) -> None:
     """Refuse a model (built on the meta device) whose weights would not fit in host (or accelerator) memory."""
@@ -298,7 +276,7 @@ def _check_fits(model: torch.nn.Module, model_class: type, config: dict[str, Any
     weight_bytes = numel * torch.empty((), dtype=dtype).element_size()
     # Host: the tensors read from disk, plus the fp32 model itself when it is built for real (not on meta).
     needed = {"host memory": weight_bytes + (numel * 4 if real_build else 0)}
-    available = {"host memory": available_memory()}
+    available = {"host memory": available_host_memory()}
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         needed[f"memory on {device}"] = weight_bytes

@@ -30,7 +30,6 @@ prints the estimate against the measured peak on this machine.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,20 +166,6 @@ def estimate(
         decode += (num_frames - chunk) * height * width * base * size
     pixels = num_frames * height * width * _PIXEL_BYTES
     return MemoryEstimate(text, transformer, vae, activations, int(decode), pixels, cpu_offload)
-
-
-def available_host_memory() -> int | None:
-    """MemAvailable of this machine (Linux), else None."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def ways_out(vae_tiling: bool, cpu_offload: bool, device_type: str, frames: int) -> str:

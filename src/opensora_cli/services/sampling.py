@@ -165,6 +165,7 @@ def check_memory(report: ValidationReport, opts: SampleOptions, inputs: Mapping[
     tokens under --sp).
     """
     from opensora_cli.services import memory
+    from opensora_cli.utils.system import available_host_memory
 
     height, width = largest_output(report, inputs)
     try:
@@ -175,7 +176,7 @@ def check_memory(report: ValidationReport, opts: SampleOptions, inputs: Mapping[
                            f"({type(exc).__name__}: {exc})", "use the config.json the model was saved with")]
     if device.type == "cpu":
         processes = opts.nproc
-        needed, free, where = estimate.peak * processes, memory.available_host_memory(), "this machine's free memory"
+        needed, free, where = estimate.peak * processes, available_host_memory(), "this machine's free memory"
     else:
         needed = estimate.device_peak
         if opts.sp and opts.nproc > 1:
@@ -394,7 +395,6 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
     world, rank = ctx.world_size, ctx.rank
     mode = "single" if world == 1 else ("sp" if opts.sp else "ddp")
     writer = mode != "sp" or rank == 0
-    num_frames = inputs["num_frames"]
     dtype = _dtype_for(opts, ctx.device)
 
     # 1. This process's jobs: outputs made with the same request are skipped (others were refused already)

@@ -363,6 +363,7 @@ def estimate_memory(report: ValidationReport, inputs: Mapping[str, Any], model: 
     from opensora_cli.schemas.sample import SampleOptions
     from opensora_cli.services import memory
     from opensora_cli.services.model_folders import bundled_model_dir, resolve_model_dirs
+    from opensora_cli.utils.system import available_host_memory
 
     dirs, problems = resolve_model_dirs(SampleOptions(model=model or bundled_model_dir()))
     sizes = [item.output_size for item in report.items if item.output_size]
@@ -377,4 +378,4 @@ def estimate_memory(report: ValidationReport, inputs: Mapping[str, Any], model: 
         return None  # sample names the broken config
     return {"video": f"{frames}x{height}x{width}", "cpu_fp32_gib": round(cpu.peak / memory.GIB, 3),
             "gpu_bf16_gib": round(gpu.peak / memory.GIB, 3), "host_free_gib":
-            round((memory.available_host_memory() or 0) / memory.GIB, 2)}
+            round((available_host_memory() or 0) / memory.GIB, 2)}
