@@ -232,8 +232,13 @@ def dtype_name(opts: SampleOptions, device_type: str) -> str:
 
 @dataclass
 class Job:
-    """One output to make: its line, sample index, seed, paths and the request its sidecar will record."""
+    """One output to make: its line, sample index, seed, paths and the request its sidecar will record.
 
+    `index` is its place among all the run's outputs, so processes split the work the same way whatever each
+    found on disk.
+    """
+
+    index: int
     item: InputItem
     sample: int
     seed: int
@@ -290,7 +295,7 @@ def plan_outputs(report: ValidationReport, opts: SampleOptions, inputs: Mapping[
         for sample in range(opts.num_samples_per_prompt):
             video, sidecar = output_paths(output_dir, item, sample, inputs["num_frames"])
             seed = derive_seed(opts.seed, item.line, sample)
-            job = Job(item, sample, seed, video, sidecar,
+            job = Job(len(plan.jobs) + len(plan.done) + len(changed), item, sample, seed, video, sidecar,
                       _request(item, sample, seed, opts, inputs, models, dtype, hashes))
             before = None if opts.overwrite else finished_request(video, sidecar)
             if before is None:
@@ -403,7 +408,7 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
         raise ValidationFailed(report.model_copy(update={"ok": False, "problems": plan.problems}))
     if writer:
         remove_stale_parts(opts.output_dir.resolve())
-    mine = (lambda jobs: jobs[rank::world]) if mode == "ddp" else (lambda jobs: jobs)
+    mine = (lambda jobs: [job for job in jobs if job.index % world == rank]) if mode == "ddp" else (lambda jobs: jobs)
     results = [_skipped(job, rank, "exists") for job in mine(plan.done)]
     jobs = mine(plan.jobs)
 
