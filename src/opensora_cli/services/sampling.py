@@ -305,11 +305,16 @@ def plan_outputs(report: ValidationReport, opts: SampleOptions, inputs: Mapping[
             else:
                 changed.append((video, differences(before, job.request)))
     if changed:
-        shown = "; ".join(f"{video.name}: {', '.join(fields)}" for video, fields in changed[:3])
-        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+        groups: dict[tuple[str, ...], list[str]] = {}  # outputs that differ the same way are listed once
+        for video, fields in changed:
+            groups.setdefault(tuple(fields), []).append(video.name)
+        shown = "; ".join(
+            f"{', '.join(fields)} ({', '.join(names[:2])}{f' and {len(names) - 2} more' if len(names) > 2 else ''})"
+            for fields, names in groups.items()
+        )
         plan.problems.append(Problem.of(
             "--output-dir", None, f"{len(changed)} output(s) in '{opts.output_dir}' were made with other "
-            f"parameters: {shown}{more}", "add --overwrite to replace them, or pick another --output-dir"))
+            f"parameters: {shown}", "add --overwrite to replace them, or pick another --output-dir"))
     needed = 0
     for job in plan.jobs:
         height, width = job.request["height"] or 0, job.request["width"] or 0
