@@ -2,8 +2,10 @@
 
 Order of work, so that nothing heavy happens before the inputs are known to be good:
 1. `check_sample_request`: validate-inputs' checks, the options, the model folders (config files only), the
-   sampler name and the sequence-parallel divisibility rules. Any problem stops here.
-2. Outputs that already exist (video and sidecar) are skipped unless `overwrite`.
+   sampler name, the sequence-parallel divisibility rules, the output folder and the memory estimate (see
+   `services.outputs` and `services.memory`). Any problem stops here.
+2. `plan_outputs`: an output made with the same request is skipped; one made with another is refused (unless
+   `overwrite`); each remaining output is claimed just before it is made, so runs sharing a folder share work.
 3. The text encoder encodes every pending prompt, then is freed (it is the largest model and is not needed
    again); the transformer and the VAE are loaded; each video is generated with its own seed.
 
@@ -359,12 +361,13 @@ def _dtype_for(opts: SampleOptions, device) -> Any:
 
 
 def _skipped(job: Job, rank: int, reason: str) -> SampleResult:
+    """The result of an output this process does not make; what its sidecar says, if it has one yet."""
     data = {}
     with contextlib.suppress(OSError, ValueError):
         data = json.loads(job.sidecar.read_text())
+    mask_type = data.get("mask_type") or job.request["mask_type"] or "?"
     return SampleResult(line=job.item.line, sample=job.sample, prompt=job.item.prompt, video=job.video,
-                        sidecar=job.sidecar, seed=job.seed, mask_type=data.get("mask_type", job.request["mask_type"]
-                                                                                or "?"),
+                        sidecar=job.sidecar, seed=job.seed, mask_type=mask_type,
                         kept_frames=data.get("kept_frames", []), skipped=True, skip_reason=reason, rank=rank)
 
 
