@@ -34,6 +34,7 @@ def files(tmp_path):
     config = json.loads((model / "transformer" / "config.json").read_text())
     (model / "transformer" / "config.json").write_text(json.dumps({**config, "num_layers": 100_000}))
     (tmp_path / "mask.yaml").write_text("min_clear_ratio: 2\n")
+    (tmp_path / "inf.yaml").write_text("min_clear_ratio: .inf\n")
     return tmp_path
 
 
@@ -66,6 +67,12 @@ CASES = {
     "init-model: unknown preset": (["init-model", "m2", "--transformer", "nope"], 1, "nope"),
     "train-vae: frames not 1 + 4k": (["train-vae", "--data", "c.txt", "--num-frames", "16"], 1, "--num-frames"),
     "train: missing data": (["train", "--output-dir", "o"], 1, "--data"),
+    "train: infinite learning rate": (["train", "--data", "c.txt", "--learning-rate", "inf"], 1,
+                                      "--learning-rate: learning_rate: Input should be a finite number"),
+    "train-vae: infinite learning rate": (["train-vae", "--data", "c.txt", "--learning-rate", "inf"], 1,
+                                          "--learning-rate: Input should be a finite number"),
+    "validate: infinite mask ratio": (["validate-inputs", "-p", "p.txt", "-c", "c.txt", "--mask-config", "inf.yaml"],
+                                      1, "min_clear_ratio: Input should be a finite number"),
 }
 
 

@@ -54,7 +54,7 @@ def _check_weights(ratios: dict[MaskType, float]) -> dict[MaskType, float]:
 class MaskConfig(BaseModel):
     """Validated mask config. Weights are stored as given; `video_ratios()` / `image_ratios()` normalise."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf and nan are refused, never trained with
 
     min_clear_ratio: float = Field(0.0, ge=0.0, le=1.0)
     max_clear_ratio: float = Field(1.0, ge=0.0, le=1.0)

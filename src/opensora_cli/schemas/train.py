@@ -19,7 +19,7 @@ class TrainConfig(BaseModel):
     """Everything a training run needs. Defaults follow the reference's GPU fine-tuning script where they make
     sense on any machine; the comments say where and why we differ."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf and nan are refused, never trained with
 
     # data
     data: Path = Field(description="text file of 'VIDEO_ROOT,ANNOTATION.json' lines")

@@ -27,7 +27,7 @@ from opensora_cli.schemas.inputs import check_num_frames
 class VaeTrainConfig(BaseModel):
     """Options of `opensora train-vae` (field names map to --kebab-case flags)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf and nan are refused, never trained with
 
     data: Path
     output_dir: Path = Path("vae_output")
