@@ -218,8 +218,12 @@ _CHECK_FAILED = re.compile(r"Check failed: .*?\(-?\d+ vs\. -?\d+\) ")
 
 @contextmanager
 def _decord_errors(path: str | os.PathLike) -> Iterator[None]:
-    """Keep decord's C++ stderr logging off the terminal and turn its exceptions into one clean ValueError."""
-    with _native_stderr_captured() as captured:
+    """Keep decord's C++ stderr logging off the terminal and turn its exceptions into one clean ValueError.
+
+    One thread at a time: the capture of fd 2 is shared, and C++ streams of threads logging at once interleave
+    mid-line, so a file's reason could not be told from another's (or a half line could slip through).
+    """
+    with _decord_lock, _native_stderr_captured() as captured:
         try:
             yield
         except ValueError:
@@ -245,6 +249,7 @@ def _decord_reason(message: str, log: str, path: str) -> str:
     return "not a video decord can read, or a corrupt one"
 
 
+_decord_lock = threading.Lock()
 # fd 2 is shared by every thread: one redirect serves all threads inside decord at once (counted), so that a
 # second thread never saves the first one's capture file as "the real stderr" and leaves it redirected.
 _stderr_lock = threading.Lock()

@@ -156,6 +156,36 @@ def init_from_env(device_name: str | None = None) -> DistContext:
     return DistContext(rank, world_size, local_rank, device, dist.group.WORLD, _owns_group=True)
 
 
+# Barrier works kept to the end of the process by `drain` (a few bytes each): see there.
+_DRAINED: list = []
+
+
+def drain(group: dist.ProcessGroup | None = None) -> None:
+    """Wait until every rank is past its collectives and gloo's worker threads hold nothing that needs the GIL.
+
+    Why: a gloo worker thread releases a finished work (and the tensors in it, whose Python objects need the
+    GIL) under the group's lock, after the caller's `wait()` has returned. If the group is torn down then, the
+    main thread (holding the GIL) waits for that lock while the worker waits for the GIL: a deadlock (seen when
+    DDP's reducer freed the group), or, during interpreter exit, an abort. A barrier alone does not close the
+    window: the worker's release of the work before it, and of the barrier itself, still follow its `wait()`.
+    So two barriers, with the GIL released while waiting:
+    - the second can only start once the worker that ran the first has released everything, since works are
+      taken from the queue under the same lock; so after it, no earlier work is held by a worker;
+    - the first barrier holds the works that were still in flight when it was queued; it is kept here until
+      the process ends, so that no worker thread ever drops its last reference.
+
+    Args:
+        group: the group (None: the default group); a no-op without an initialised process group.
+    """
+    if not dist.is_initialized():
+        return
+    first = dist.barrier(group=group, async_op=True)
+    first.wait()
+    second = dist.barrier(group=group, async_op=True)
+    second.wait()
+    _DRAINED.extend((first, second))
+
+
 def shutdown(ctx: DistContext, clean: bool = True) -> None:
     """Destroy the process group that `init_from_env` created (no-op otherwise), while Python is still alive.
 
@@ -165,7 +195,8 @@ def shutdown(ctx: DistContext, clean: bool = True) -> None:
     releases a tensor's Python object at that moment aborts the process ("terminate called without an active
     exception", exit 134), after all the work was done. So:
 
-    1. a barrier (only when `clean`), so that no rank tears down while a peer is still in a collective;
+    1. `drain` (only when `clean`): no rank tears down while a peer is still in a collective, and no gloo
+       thread still holds a finished work;
     2. `ctx.group = None` and the destroy, which drop every reference we hold (holders such as
        `SequenceParallelAttnProcessor` read the group through `ctx`);
     3. a garbage collection, for groups kept alive only by reference cycles. The group is then freed, and its
@@ -181,7 +212,7 @@ def shutdown(ctx: DistContext, clean: bool = True) -> None:
     group = ctx.group
     try:
         if clean:
-            dist.barrier(group=group)
+            drain(group)
     finally:
         alive = weakref.ref(group) if group is not None else None
         ctx.group = None

@@ -372,6 +372,10 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
                                "mib": round(cache.bytes / 2**20, 1)}
     if device.type == "cuda":
         result.peak_memory_gib = torch.cuda.max_memory_allocated() / 2**30
+    if world > 1:  # every rank past its collectives before the group goes (with the DDP model, at return)
+        from opensora_cli.distributed.device import drain
+
+        drain()
     accelerator.end_training()
     return result
 
