@@ -26,12 +26,12 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from opensora_cli.schemas.problems import Problem
+from opensora_cli.utils.io import part_owner
 
 # Fields of a sidecar that decide what its video looks like. Run facts (time, device, process count) are
 # left out, and so are options with equal results by design (--vae-tiling is lossless, the process count and
@@ -183,11 +183,6 @@ def try_claim(video: Path) -> tuple[Claim | None, str | None]:
     return None, "another process"
 
 
-def release_all(claims: Iterable[Claim]) -> None:
-    for claim in claims:
-        claim.release()
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Debris and room
 # ------------------------------------------------------------------------------------------------------------
@@ -195,8 +190,6 @@ def release_all(claims: Iterable[Claim]) -> None:
 
 def remove_stale_parts(output_dir: Path) -> list[Path]:
     """Remove hidden partial files and claims whose writer is gone; returns what was removed."""
-    from opensora_cli.utils.io import part_owner
-
     removed = []
     if not output_dir.is_dir():
         return removed
