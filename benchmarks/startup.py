@@ -28,7 +28,7 @@ def main() -> None:
         "opensora mask-preview -m i2v --json": [exe, "mask-preview", "-m", "i2v", "--json"],
         "python -c pass (interpreter alone)": [sys.executable, "-c", "pass"],
     }
-    print(f"| command | median s | min s | max s | runs |\n|---|---|---|---|---|")
+    print("| command | median s | min s | max s | runs |\n|---|---|---|---|---|")
     for name, command in commands.items():
         subprocess.run(command, capture_output=True, check=True)  # warm the file cache
         times = []

@@ -29,8 +29,8 @@ from opensora_cli.data.dataset import (
     sample_frame_indices,
 )
 from opensora_cli.errors import InputError
-from opensora_cli.masks.types import IMAGE_MASK_TYPES
 from opensora_cli.schemas.mask_config import MaskConfig
+from opensora_cli.schemas.masks import IMAGE_MASK_TYPES
 
 from .conftest import write_image
 

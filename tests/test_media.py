@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from opensora_cli.data.media import _decord_reason, _native_stderr_captured, _to_rgb, probe, read_image, read_video
+from opensora_cli.data.media import (
+    _decord_reason,
+    _native_stderr_captured,
+    _to_rgb,
+    probe,
+    read_image,
+    read_video,
+)
 
 RED = (200, 30, 30)
 

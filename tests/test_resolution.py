@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from opensora_cli.data.resolution import arbitrary_output_size, max_hxw_resize, stride_crop_box
+from opensora_cli.schemas.resolution import arbitrary_output_size, max_hxw_resize, stride_crop_box
 
 from .conftest import GOLDENS
 

@@ -8,7 +8,12 @@ import transformers
 
 from opensora_cli.errors import ModelLoadError
 from opensora_cli.models.registry import _randomise_, build
-from opensora_cli.models.text_encoder import DEFAULT_NEGATIVE_PROMPT, POSITIVE_TEMPLATE, TextEncoder, apply_template
+from opensora_cli.models.text_encoder import (
+    DEFAULT_NEGATIVE_PROMPT,
+    POSITIVE_TEMPLATE,
+    TextEncoder,
+    apply_template,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from opensora_cli.data.resolution import max_hxw_resize
 from opensora_cli.data.transforms import (
     center_crop_resize,
     load_condition_frames,
@@ -15,6 +14,7 @@ from opensora_cli.data.transforms import (
     resize_conditions,
     stride_crop,
 )
+from opensora_cli.schemas.resolution import max_hxw_resize
 
 from .conftest import GOLDENS
 

@@ -9,7 +9,7 @@ import typer
 
 from opensora_cli.cli.common import VerboseOption, console
 from opensora_cli.cli.validate import MASK_TYPES
-from opensora_cli.masks.types import MaskType
+from opensora_cli.schemas.masks import MaskType
 
 
 def mask_preview_command(

@@ -10,7 +10,7 @@ import typer
 
 from opensora_cli.cli.common import VerboseOption, console, state
 from opensora_cli.cli.validate import CondsOption, HeightOption, MaskTypeOption, PromptsOption, WidthOption
-from opensora_cli.masks.types import MaskType
+from opensora_cli.schemas.masks import MaskType
 
 
 def sample_command(

@@ -40,14 +40,14 @@ def train_vae_command(
     from pydantic import ValidationError
 
     from opensora_cli.errors import InputError
-    from opensora_cli.training.vae import VaeTrainConfig, train_vae
+    from opensora_cli.schemas.problems import first_problem
+    from opensora_cli.schemas.train import VaeTrainConfig
+    from opensora_cli.training.vae import train_vae
 
     try:
         config = VaeTrainConfig.model_validate(options)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        name = "--" + str(error["loc"][0]).replace("_", "-") if error["loc"] else "options"
-        raise InputError(f"{name}: {error['msg'].removeprefix('Value error, ')}") from None
+        raise InputError(first_problem(exc)) from None
     from opensora_cli.data.dataset import load_data_description
 
     load_data_description(config.data)  # a bad description fails here, before any model is built

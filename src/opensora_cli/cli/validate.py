@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from opensora_cli.cli.common import VerboseOption, console, state
-from opensora_cli.data.resolution import DEFAULT_MAX_HXW
-from opensora_cli.masks.types import MaskType
+from opensora_cli.schemas.masks import MaskType
+from opensora_cli.schemas.resolution import DEFAULT_MAX_HXW
 
 PromptsOption = typer.Option(..., "--prompts", "-p", help="Prompts file: UTF-8, one prompt per line.")
 CondsOption = typer.Option(

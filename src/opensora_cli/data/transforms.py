@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from opensora_cli.data.media import read_image, read_video
-from opensora_cli.data.resolution import (
+from opensora_cli.schemas.resolution import (
     ARBITRARY_HW_STRIDE,
     DEFAULT_MAX_HXW,
     aspect_crop_box,

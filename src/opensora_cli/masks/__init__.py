@@ -14,7 +14,7 @@ from opensora_cli.masks.patterns import (
     normalise_ratios,
     pattern_from_indices,
 )
-from opensora_cli.masks.types import IMAGE_MASK_TYPES, MASK_TYPE_NAMES, MaskType
+from opensora_cli.schemas.masks import IMAGE_MASK_TYPES, MASK_TYPE_NAMES, MaskType
 
 __all__ = [
     "IMAGE_MASK_TYPES",

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
-from opensora_cli.masks.types import MaskType
+from opensora_cli.schemas.masks import MaskType, normalise_ratios
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -166,24 +166,6 @@ def kept_indices(pattern: Sequence[int]) -> list[int]:
 # ---------------------------------------------------------------------------------------------------------
 # Mask-type ratios (the mask processor's choice of type)
 # ---------------------------------------------------------------------------------------------------------
-
-
-def normalise_ratios(ratios: Mapping[Any, float]) -> dict[MaskType, float]:
-    """Weights -> probabilities. Weights must be >= 0; an all-zero dict means uniform over its types.
-
-    The all-zero rule is the reference's (its shipped config gives images t2iv 0, clear 0); `MaskConfig`
-    warns about it.
-    """
-    if not ratios:
-        raise ValueError("a mask-type ratio dict needs at least one type")
-    weights = {MaskType(name): float(weight) for name, weight in ratios.items()}
-    negative = [f"{t}={w}" for t, w in weights.items() if w < 0 or math.isnan(w)]
-    if negative:
-        raise ValueError(f"mask-type ratios must be >= 0, got {', '.join(negative)}")
-    total = sum(weights.values())
-    if total == 0:
-        return {t: 1.0 / len(weights) for t in weights}
-    return {t: w / total for t, w in weights.items()}
 
 
 def choose_mask_type(ratios: Mapping[Any, float], generator: RandomSource = None) -> MaskType:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from opensora_cli.masks.types import MaskType
+from opensora_cli.schemas.masks import MaskType
 
 
 @dataclass

@@ -17,7 +17,7 @@ from opensora_cli.masks.patterns import (
     frame_pattern,
     normalise_ratios,
 )
-from opensora_cli.masks.types import MaskType
+from opensora_cli.schemas.masks import MaskType
 
 
 def pattern_to_mask(

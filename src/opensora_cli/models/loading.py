@@ -18,7 +18,6 @@ file (and the field).
 from __future__ import annotations
 
 import contextlib
-import difflib
 import inspect
 import json
 import logging
@@ -33,8 +32,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from opensora_cli.utils.system import available_host_memory
 from opensora_cli.errors import ModelLoadError
+from opensora_cli.schemas.problems import did_you_mean
+from opensora_cli.utils.system import available_host_memory
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -256,8 +256,7 @@ def check_config(model_class: type, config: dict[str, Any], path: Path) -> None:
         if name.startswith("_") or name in _EMA_FIELDS:
             continue
         if name not in parameters:
-            close = difflib.get_close_matches(name, parameters, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else "remove it"
+            hint = did_you_mean(name, parameters, otherwise="remove it", cutoff=0.6)
             problems.append((name, f"unknown field '{name}' for {model_class.__name__} — {hint}"))
             continue
         problem = _value_problem(name, value, hints.get(name, Any))

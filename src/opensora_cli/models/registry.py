@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from opensora_cli.schemas.problems import did_you_mean
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -130,10 +132,7 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(PRESETS)}"
+        hint = did_you_mean(name, PRESETS, otherwise=f"known: {', '.join(PRESETS)}", cutoff=0.6)
         raise KeyError(f"unknown model preset '{name}' — {hint}") from None
 
 

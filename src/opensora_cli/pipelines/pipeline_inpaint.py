@@ -23,13 +23,13 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from opensora_cli.data.resolution import DEFAULT_MAX_HXW, MODEL_HW_STRIDE
 from opensora_cli.masks.compressor import MaskCompressor
 from opensora_cli.masks.noise import GaussianNoiseAdder
 from opensora_cli.masks.patterns import as_random, frame_pattern, pattern_from_indices
 from opensora_cli.masks.planning import plan_line
-from opensora_cli.masks.types import MaskType
 from opensora_cli.models.text_encoder import apply_template
+from opensora_cli.schemas.masks import MaskType
+from opensora_cli.schemas.resolution import DEFAULT_MAX_HXW, MODEL_HW_STRIDE
 
 StepCallback = Callable[[int, int, float], None]  # (step index, number of steps, timestep)
 
@@ -312,7 +312,9 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
                 uncond, cond = velocity.float().chunk(2)
                 guided = uncond + guidance_scale * (cond - uncond)
                 if guidance_rescale > 0:
-                    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+                    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+                        rescale_noise_cfg,
+                    )
 
                     guided = rescale_noise_cfg(guided, cond, guidance_rescale=guidance_rescale)
             else:

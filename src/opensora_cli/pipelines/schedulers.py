@@ -14,7 +14,6 @@ it has no zero-SNR switch, the rescaled betas themselves.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 
 import torch
@@ -33,6 +32,8 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from opensora_cli.schemas.problems import closest
 
 DEFAULT_SAMPLER = "EulerAncestralDiscrete"
 
@@ -85,8 +86,8 @@ def resolve_sampler(name: str) -> str:
     # Compared without the "scheduler" suffix (it would make "eulr" as close to "pndmscheduler" as to
     # "eulerdiscrete"), with a low cutoff so that short typos of long names still get a hint.
     stems = {alias.removesuffix("scheduler"): name for alias, name in _ALIASES.items()}
-    close = difflib.get_close_matches(key.removesuffix("scheduler"), list(stems), n=1, cutoff=0.4)
-    hint = f" (did you mean {stems[close[0]]!r}?)" if close else ""
+    close = closest(key.removesuffix("scheduler"), stems, cutoff=0.4)
+    hint = f" (did you mean {stems[close]!r}?)" if close else ""
     raise ValueError(f"unknown sampler {name!r}{hint}; choose one of: {', '.join(SAMPLERS)}")
 
 

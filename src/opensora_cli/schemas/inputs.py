@@ -20,9 +20,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from opensora_cli.data.resolution import DEFAULT_MAX_HXW, MAX_MAX_HXW, MIN_MAX_HXW, MODEL_HW_STRIDE
-from opensora_cli.masks.types import MaskType
+from opensora_cli.schemas.masks import MaskType
 from opensora_cli.schemas.problems import Problem
+from opensora_cli.schemas.resolution import DEFAULT_MAX_HXW, MAX_MAX_HXW, MIN_MAX_HXW, MODEL_HW_STRIDE
 
 _INDEX_SUFFIX = re.compile(r"^(?P<path>.+)@(?P<index>[+-]?\d+)$")
 # A quoted item: the path (`""` inside for a quote; the closing quote is the one no quote follows), then what
@@ -159,10 +159,6 @@ class InputsRequest(BaseModel):
         if value and missing:
             raise ValueError(f"needs {' and '.join(missing)}, e.g. --height 352 --width 640")
         return value
-
-
-def option_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
 
 
 class CondItem(BaseModel):

@@ -18,16 +18,15 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from opensora_cli.masks.types import IMAGE_MASK_TYPES, MASK_TYPE_NAMES, MaskType
-from opensora_cli.schemas.problems import Problem
+from opensora_cli.schemas.loading import load_yaml
+from opensora_cli.schemas.masks import IMAGE_MASK_TYPES, MASK_TYPE_NAMES, MaskType, normalise_ratios
+from opensora_cli.schemas.problems import Problem, did_you_mean, error_text
 
 # The reference's training mix for videos (scripts/train_configs/mask_config.yaml of v1.3).
 DEFAULT_VIDEO_RATIOS: dict[MaskType, float] = {
@@ -85,34 +84,14 @@ class MaskConfig(BaseModel):
         return value
 
     def video_ratios(self) -> dict[MaskType, float]:
-        from opensora_cli.masks.patterns import normalise_ratios
-
         return normalise_ratios(self.mask_type_ratio_dict_video)
 
     def image_ratios(self) -> dict[MaskType, float]:
-        from opensora_cli.masks.patterns import normalise_ratios
-
         return normalise_ratios(self.mask_type_ratio_dict_image)
 
 
 _FIELDS = tuple(MaskConfig.model_fields)
 _RATIO_FIELDS = ("mask_type_ratio_dict_video", "mask_type_ratio_dict_image")
-
-
-def did_you_mean(word: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.5)
-    return f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(choices)}"
-
-
-def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """Map each key path of a YAML mapping to the 1-based line it is written on."""
-    out = {} if out is None else out
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key_path = (*path, key_node.value)
-            out[key_path] = key_node.start_mark.line + 1
-            _line_index(value_node, key_path, out)
-    return out
 
 
 def load_mask_config(path: str | Path) -> tuple[MaskConfig | None, list[Problem], list[Problem]]:
@@ -122,25 +101,9 @@ def load_mask_config(path: str | Path) -> tuple[MaskConfig | None, list[Problem]
         (config or None, problems, warnings). The config is None whenever there is a problem.
     """
     label = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None, [Problem.of(label, None, "mask config file not found", "check the --mask-config path")], []
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem.of(label, None, f"cannot read the mask config ({exc})", "save it as UTF-8 text")], []
-    try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        what = getattr(exc, "problem", None) or str(exc)
-        return None, [Problem.of(label, line, f"not valid YAML: {what}", "fix the YAML syntax")], []
+    raw, lines, problems = load_yaml(path, "mask config", "--mask-config", _EXAMPLE_FIX)
     if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        return None, [Problem.of(label, 1, "the mask config must be a mapping of keys to values", _EXAMPLE_FIX)], []
-    lines = _line_index(node)
+        return None, problems, []
 
     # Unknown names first, with a did-you-mean; they are then dropped so that the rest is checked too.
     problems = []
@@ -172,7 +135,7 @@ def load_mask_config(path: str | Path) -> tuple[MaskConfig | None, list[Problem]
             loc = tuple(str(part) for part in error["loc"])
             line = lines.get(loc[:2]) or lines.get(loc[:1]) or (lines.get(("min_clear_ratio",)) if not loc else None)
             where = ".".join(loc) if loc else "min_clear_ratio/max_clear_ratio"
-            what, _, fix = error["msg"].removeprefix("Value error, ").partition("; ")
+            what, fix = error_text(error)
             problems.append(Problem.of(label, line, f"{where}: {what}", fix or _fix_for(error)))
     if problems:
         return None, sorted(problems, key=lambda p: p.line or 0), []

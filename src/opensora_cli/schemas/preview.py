@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
-from opensora_cli.masks.types import MaskType
+from opensora_cli.schemas.masks import MaskType
 
 PREVIEW_SUFFIXES = (".png", ".gif", ".mp4")
 

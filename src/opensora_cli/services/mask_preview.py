@@ -19,10 +19,11 @@ from opensora_cli.masks.patterns import (
     latent_frame_count,
     pattern_from_indices,
 )
-from opensora_cli.masks.types import MaskType
-from opensora_cli.schemas.inputs import InputItem, option_name
+from opensora_cli.schemas.inputs import InputItem
 from opensora_cli.schemas.mask_config import MaskConfig, load_mask_config
+from opensora_cli.schemas.masks import MaskType
 from opensora_cli.schemas.preview import MaskPreviewRequest, MaskPreviewResult, MaskSample
+from opensora_cli.schemas.problems import first_problem
 
 DEFAULT_PREVIEW_SIZE = (352, 640)
 VAE_STRIDE = (4, 8, 8)
@@ -38,9 +39,7 @@ def preview_masks(options: dict) -> MaskPreviewResult:
     try:
         request = MaskPreviewRequest.model_validate(options)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        name = option_name(str(error["loc"][0])) if error["loc"] else "options"
-        raise InputError(f"{name}: {error['msg'].removeprefix('Value error, ')}") from None
+        raise InputError(first_problem(exc)) from None
     if request.mask_type is None and request.mask_config is None and request.conds is None:
         raise UsageError("give --mask-type, or --conds or --mask-config to take mask types from")
 

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from opensora_cli.errors import InputError
-from opensora_cli.schemas.inputs import option_name
-from opensora_cli.schemas.problems import Problem
+from opensora_cli.schemas.problems import Problem, option_name
 from opensora_cli.schemas.sample import SampleOptions
 
 MODEL_DEFAULTS_FILE = "opensora_defaults.json"

@@ -31,8 +31,8 @@ from pydantic import ValidationError
 from opensora_cli import __version__
 from opensora_cli.errors import Interrupted, OutputError, ValidationFailed
 from opensora_cli.masks.patterns import latent_frame_count
-from opensora_cli.schemas.inputs import InputItem, ValidationReport, option_name
-from opensora_cli.schemas.problems import Problem
+from opensora_cli.schemas.inputs import InputItem, ValidationReport
+from opensora_cli.schemas.problems import Problem, problems_from
 from opensora_cli.schemas.sample import SampleOptions, SampleResult, SampleSummary
 from opensora_cli.services.model_folders import resolve_model_dirs, resolve_request
 from opensora_cli.services.outputs import (
@@ -71,12 +71,7 @@ def _options_problems(options: Mapping[str, Any]) -> tuple[SampleOptions | None,
     try:
         return SampleOptions.model_validate(dict(options)), []
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = option_name(str(error["loc"][0])) if error["loc"] else "options"
-            what, _, fix = error["msg"].removeprefix("Value error, ").partition("; ")
-            problems.append(Problem.of(name, None, f"{options.get(str(error['loc'][0]))!r}: {what}", fix or None))
-        return None, problems
+        return None, problems_from(exc, values=options)
 
 
 def check_sample_request(

@@ -26,7 +26,7 @@ def resolve_train_dirs(config: TrainConfig) -> tuple[dict[str, Path], list[Probl
             dirs["transformer"] = folder / "transformer" if bundle else folder
             base = folder if bundle else folder.parent
         else:
-            from opensora_cli.schemas.mask_config import did_you_mean
+            from opensora_cli.schemas.problems import did_you_mean
 
             problems.append(Problem.of("--model", None, f"'{config.model}' is neither a model folder nor a preset",
                                        did_you_mean(config.model, tuple(PRESETS))))

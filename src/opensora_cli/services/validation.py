@@ -15,16 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from opensora_cli.data.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaInfo, media_kind, probe
-from opensora_cli.data.resolution import (
-    ARBITRARY_HW_STRIDE,
-    MAX_ASPECT,
-    MIN_ASPECT,
-    MIN_MAX_HXW,
-    arbitrary_output_size,
-    aspect_crop_box,
-)
 from opensora_cli.masks.planning import plan_line
-from opensora_cli.masks.types import MaskType
 from opensora_cli.schemas.inputs import (
     CondItem,
     CondSpec,
@@ -32,11 +23,19 @@ from opensora_cli.schemas.inputs import (
     InputsRequest,
     ValidationReport,
     nearest_valid_frames,
-    option_name,
     parse_conds_line,
 )
 from opensora_cli.schemas.mask_config import load_mask_config
-from opensora_cli.schemas.problems import Problem
+from opensora_cli.schemas.masks import MaskType
+from opensora_cli.schemas.problems import Problem, problems_from
+from opensora_cli.schemas.resolution import (
+    ARBITRARY_HW_STRIDE,
+    MAX_ASPECT,
+    MIN_ASPECT,
+    MIN_MAX_HXW,
+    arbitrary_output_size,
+    aspect_crop_box,
+)
 
 _TRAINED_STRIDE = 32
 # Files at least this big are decoded in threads (see LineChecker._probe_all).
@@ -118,13 +117,8 @@ def build_request(options: Mapping[str, Any]) -> tuple[InputsRequest, list[Probl
     try:
         return InputsRequest.model_validate(dict(options)), []
     except ValidationError as exc:
-        problems, bad = [], set()
-        for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "options"
-            bad.add(name)
-            message = error["msg"].removeprefix("Value error, ")
-            what, _, fix = message.partition("; ")
-            problems.append(Problem.of(option_name(name), None, what, fix or None))
+        problems = problems_from(exc)
+        bad = {str(error["loc"][0]) if error["loc"] else "options" for error in exc.errors()}
         defaults = {name: info.default for name, info in InputsRequest.model_fields.items()}
         fields = {**defaults, **{k: v for k, v in options.items() if k in defaults}}
         fields.update({name: None for name in bad})

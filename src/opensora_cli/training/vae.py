@@ -16,48 +16,10 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from opensora_cli.schemas.inputs import check_num_frames
-
-
-class VaeTrainConfig(BaseModel):
-    """Options of `opensora train-vae` (field names map to --kebab-case flags)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf and nan are refused, never trained with
-
-    data: Path
-    output_dir: Path = Path("vae_output")
-    preset: str = "WFVAEModel_D8_4x8x8-demo"
-    init: Path | None = None  # a VAE folder to continue from (e.g. trained on short clips first: cheaper)
-    num_frames: int = 9
-    max_hxw: int = 6144
-    min_hxw: int = 1024
-    hw_stride: int = Field(16, ge=8)
-    train_fps: float = Field(8.0, gt=0)
-    train_batch_size: int = Field(4, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    max_train_steps: int = Field(1500, ge=1)
-    kl_weight: float = Field(1e-6, ge=0)
-    edge_weight: float = Field(1.0, ge=0)  # L1 of spatial gradients: sharper edges
-    foreground_weight: float = Field(4.0, ge=0)  # see reconstruction_loss
-    seed: int = Field(0, ge=0)
-    device: str | None = None
-    # bf16 autocast of the forward (weights, Adam and the loss stay fp32), for GPUs and CPUs with native bf16.
-    # On this project's 2-core AMX CPU the demo VAE's 5-frame steps ran 1.3x faster and its 13-frame steps
-    # hardly at all, and a shortened bf16 run trained clearly worse, so the demo recipe stays in fp32.
-    mixed_precision: Literal["no", "bf16"] = "no"
-    dataloader_num_workers: int = Field(2, ge=0)
-    calibration_batches: int = Field(16, ge=1)
-
-    @field_validator("num_frames")
-    @classmethod
-    def _num_frames(cls, value: int) -> int:  # a field validator, so the error names --num-frames
-        check_num_frames(value)
-        return value
+from opensora_cli.schemas.train import VaeTrainConfig
 
 
 @dataclass
