@@ -44,7 +44,7 @@ def test_the_demo_model_is_the_registry_demo_presets_and_loads_through_the_real_
     from opensora_cli.models.transformer_opensora import OpenSoraInpaint_v1_3
 
     transformer = load_pretrained(OpenSoraInpaint_v1_3, DEMO / "transformer")
-    vae = WFVAEModel.load(DEMO / "vae")
+    vae = load_pretrained(WFVAEModel, DEMO / "vae")
     text_encoder = TextEncoder.from_pretrained(DEMO / "text_encoder")
     for key, value in PRESETS["OpenSoraInpaint_v1_3-demo"].kwargs.items():
         assert transformer.config[key] == (list(value) if isinstance(value, tuple) else value), key

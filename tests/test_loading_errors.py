@@ -104,11 +104,11 @@ def test_not_json_names_the_line(copy):
     folder = copy("vae")
     (folder / "config.json").write_text('{\n  "latent_dim": 8,\n  oops\n}')
     with pytest.raises(ModelLoadError) as exc:
-        WFVAEModel.load(folder)
+        load_pretrained(WFVAEModel, folder)
     assert one_line(exc).startswith(f"{folder / 'config.json'}:3:3: not valid JSON")
     (folder / "config.json").write_text("[1, 2]")
     with pytest.raises(ModelLoadError, match="holds a JSON list, not an object"):
-        WFVAEModel.load(folder)
+        load_pretrained(WFVAEModel, folder)
 
 
 def test_a_model_too_large_for_memory_is_refused_with_its_size(copy, monkeypatch):
@@ -131,13 +131,13 @@ def test_available_memory_is_a_plausible_number():
 
 def test_the_memory_check_counts_the_real_build_of_the_vae(source, monkeypatch):
     """The VAE is built for real (fp32) and its weights read on top: both must fit."""
-    model = WFVAEModel.load(source["vae"])
+    model = load_pretrained(WFVAEModel, source["vae"])
     numel = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
     monkeypatch.setattr(loading, "available_host_memory", lambda: numel * 4 + numel * 2 - 1)
     with pytest.raises(ModelLoadError, match="GiB of host memory in float16"):
-        WFVAEModel.load(source["vae"], dtype=torch.float16)
+        load_pretrained(WFVAEModel, source["vae"], dtype=torch.float16)
     monkeypatch.setattr(loading, "available_host_memory", lambda: numel * 4 + numel * 2)
-    assert WFVAEModel.load(source["vae"], dtype=torch.float16) is not None
+    assert load_pretrained(WFVAEModel, source["vae"], dtype=torch.float16) is not None
 
 
 # -- weight files --------------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_a_truncated_safetensors_file_is_named(copy):
     weights = folder / WEIGHTS_NAME
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(ModelLoadError) as exc:
-        WFVAEModel.load(folder)
+        load_pretrained(WFVAEModel, folder)
     assert one_line(exc).startswith(f"{weights}: not a readable safetensors file (")
     assert "damaged or incomplete" in str(exc.value)
 
@@ -171,14 +171,14 @@ def _ckpt_folder(copy, payload) -> tuple:
 
 def test_a_weights_only_ckpt_loads(copy):
     folder, _, state = _ckpt_folder(copy, lambda state: {"state_dict": {"module." + k: v for k, v in state.items()}})
-    model = WFVAEModel.load(folder)
+    model = load_pretrained(WFVAEModel, folder)
     assert torch.equal(model.state_dict()["decoder.conv_out.weight"], state["decoder.conv_out.weight"])
 
 
 def test_a_pickled_ckpt_is_refused_with_a_conversion_that_works(copy):
     folder, ckpt, state = _ckpt_folder(copy, lambda state: {"state_dict": state, "args": argparse.Namespace(lr=1)})
     with pytest.raises(ModelLoadError) as exc:
-        WFVAEModel.load(folder)
+        load_pretrained(WFVAEModel, folder)
     message = one_line(exc)
     assert message.startswith(f"{ckpt}: not a weights-only checkpoint: it holds pickled Python objects such as "
                               "argparse.Namespace")
@@ -188,7 +188,7 @@ def test_a_pickled_ckpt_is_refused_with_a_conversion_that_works(copy):
     assert command.startswith('"') and command.endswith('"')
     subprocess.run([sys.executable, "-c", command[1:-1]], check=True)
     ckpt.unlink()
-    model = WFVAEModel.load(folder)
+    model = load_pretrained(WFVAEModel, folder)
     assert torch.equal(model.state_dict()["encoder.conv_out.conv.weight"], state["encoder.conv_out.conv.weight"])
 
 

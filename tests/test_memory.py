@@ -29,8 +29,9 @@ def test_transformer_parameters_from_the_config_match_the_built_model(preset):
 
 def test_safetensors_headers_count_the_parameters_exactly():
     from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+    from opensora_cli.models.loading import load_pretrained
 
-    vae = WFVAEModel.load(DIRS["vae"])
+    vae = load_pretrained(WFVAEModel, DIRS["vae"])
     assert memory.safetensors_parameters(DIRS["vae"]) == sum(t.numel() for t in vae.state_dict().values())
 
 

@@ -82,15 +82,15 @@ def test_load_casts_while_reading(folder):
 
 
 def test_vae_loads_with_or_without_its_fixed_filters(folder, tmp_path):
-    vae = WFVAEModel.load(folder["vae"])
+    vae = load_pretrained(WFVAEModel, folder["vae"])
     state = read_state_dict(folder["vae"])
-    stripped = {k: v for k, v in state.items() if k not in WFVAEModel.fixed_filter_keys()}
+    stripped = {k: v for k, v in state.items() if k not in WFVAEModel._optional_checkpoint_keys}
     assert len(stripped) < len(state)
     out = tmp_path / "vae"
     out.mkdir()
     (out / "config.json").write_text((folder["vae"] / "config.json").read_text())
     save_file(stripped, out / "diffusion_pytorch_model.safetensors")
-    again = WFVAEModel.load(out)
+    again = load_pretrained(WFVAEModel, out)
     for key, value in vae.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
 
@@ -143,5 +143,5 @@ def test_reference_ckpt_layout_is_read(folder, tmp_path):
     out.mkdir()
     (out / "config.json").write_text((folder["vae"] / "config.json").read_text())
     torch.save({"ema_state_dict": {f"module.{k}": v for k, v in state.items()}, "step": 3}, out / "last.ckpt")
-    vae = WFVAEModel.load(out)
+    vae = load_pretrained(WFVAEModel, out)
     assert torch.equal(vae.state_dict()["decoder.conv_out.weight"], state["decoder.conv_out.weight"])

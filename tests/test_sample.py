@@ -94,7 +94,7 @@ def test_pipeline_is_deterministic_and_seed_sensitive(model_dir, inputs):
 
     pipe = OpenSoraInpaintPipeline(
         TextEncoder.from_pretrained(model_dir / "text_encoder", max_length=32),
-        WFVAEModel.load(model_dir / "vae"),
+        load_pretrained(WFVAEModel, model_dir / "vae"),
         load_pretrained(OpenSoraInpaint_v1_3, model_dir / "transformer"),
         make_scheduler("EulerAncestralDiscrete"),
     )

@@ -102,7 +102,7 @@ def test_loss_falls(cli, data_file, model_dir, tmp_path):
                          min_hxw=1024, hw_stride=16, train_fps=8, seed=3)
     initial, _ = build_transformer(config, {})
     trained = load_pretrained(OpenSoraInpaint_v1_3, tmp_path / "out" / "checkpoint-60" / "transformer")
-    vae = WFVAEModel.load(model_dir / "vae")
+    vae = load_pretrained(WFVAEModel, model_dir / "vae")
     text_encoder = TextEncoder.from_pretrained(model_dir / "text_encoder")
     dataset = VideoTextDataset(data_file, num_frames=9, max_hxw=6144, min_hxw=1024, hw_stride=16, train_fps=8, seed=3)
     alphas = make_scheduler("DDPM").alphas_cumprod.float()
@@ -240,7 +240,7 @@ def test_config_file_with_overrides_and_unknown_keys(cli, data_file, model_dir, 
 
 def test_init_from_text_to_video_weights_starts_as_the_t2v_model(tmp_path):
     from opensora_cli.models.registry import _randomise_, build
-    from opensora_cli.training.loop import init_from_pretrained
+    from opensora_cli.models.loading import init_from_pretrained
 
     t2v = build("OpenSoraT2V_v1_3-tiny")
     _randomise_(t2v, torch.Generator().manual_seed(0))

@@ -99,7 +99,7 @@ def test_ctrl_c_before_the_first_checkpoint(cli, data_file, model_dir, tmp_path,
 
 
 def test_ctrl_c_while_loading_points_to_the_checkpoint(data_file, model_dir, tmp_path, monkeypatch):  # noqa: F811
-    from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+    from opensora_cli.models import loading
     from opensora_cli.schemas.train import TrainConfig
     from opensora_cli.training import loop
 
@@ -110,7 +110,7 @@ def test_ctrl_c_while_loading_points_to_the_checkpoint(data_file, model_dir, tmp
     def interrupted_load(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(WFVAEModel, "load", interrupted_load)
+    monkeypatch.setattr(loading, "load_pretrained", interrupted_load)  # the first model it loads: the VAE
     config = TrainConfig(data=data_file, model="OpenSoraInpaint_v1_3-tiny", output_dir=tmp_path / "out",
                          resume_from_checkpoint=str(elsewhere / "checkpoint-7"), device="cpu")
     with pytest.raises(loop.TrainingInterrupted) as exc:
@@ -179,6 +179,7 @@ def test_a_checkpoint_moved_with_its_models_still_loads(cli, data_file, tmp_path
     import os
 
     from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+    from opensora_cli.models.loading import load_pretrained
     from opensora_cli.models.text_encoder import TextEncoder
 
     project = tmp_path / "project"
@@ -197,7 +198,7 @@ def test_a_checkpoint_moved_with_its_models_still_loads(cli, data_file, tmp_path
     checkpoint = moved / "runs" / "a" / "checkpoint-1"
     assert json.loads((checkpoint / "vae" / "config.json").read_text())["_class_name"] == "WFVAEModel"
     assert (checkpoint / "text_encoder" / "config.json").is_file()
-    assert WFVAEModel.load(checkpoint / "vae") is not None
+    assert load_pretrained(WFVAEModel, checkpoint / "vae") is not None
     assert TextEncoder.from_pretrained(checkpoint / "text_encoder").hidden_size == 32
 
 

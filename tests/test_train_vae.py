@@ -25,6 +25,7 @@ def _train(cli, data, out, *extra):
 
 def test_train_vae_saves_a_loadable_calibrated_vae_and_init_continues_from_it(cli, data, tmp_path):
     from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+    from opensora_cli.models.loading import load_pretrained
 
     first = _train(cli, data, tmp_path / "a")
     assert first.code == 0, first.err
@@ -32,12 +33,12 @@ def test_train_vae_saves_a_loadable_calibrated_vae_and_init_continues_from_it(cl
     assert len(result["losses"]) == 3 and all(v == v for v in result["losses"])  # finite, one per step
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["scale"] == result["scale"] and len(set(config["scale"])) > 1
-    vae = WFVAEModel.load(tmp_path / "a")
+    vae = load_pretrained(WFVAEModel, tmp_path / "a")
 
     second = _train(cli, data, tmp_path / "b", "--init", tmp_path / "a", "--num-frames", "9",
                     "--max-train-steps", "1", "--learning-rate", "1e-9")
     assert second.code == 0, second.err
-    continued = WFVAEModel.load(tmp_path / "b")
+    continued = load_pretrained(WFVAEModel, tmp_path / "b")
     # a near-zero learning rate: the continued VAE is the first one, not a fresh preset
     for (name, a), b in zip(vae.state_dict().items(), continued.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-4), name

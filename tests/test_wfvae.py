@@ -12,14 +12,14 @@ import torch
 from safetensors.torch import load_file
 
 from opensora_cli.models.autoencoder_wfvae import (
+    HAAR_KEYS,
     HaarWaveletTransform2D,
     HaarWaveletTransform3D,
     InverseHaarWaveletTransform2D,
     InverseHaarWaveletTransform3D,
     WFVAEModel,
-    haar_keys,
-    state_dict_from_reference_ckpt,
 )
+from opensora_cli.models.loading import state_dict_from_reference_ckpt
 
 from .conftest import GOLDENS
 
@@ -102,8 +102,8 @@ def test_haar_constant_is_the_reference_0_3536():
 def test_built_haar_constants_equal_the_checkpoint_ones(config):
     state = load_file(WFVAE / "weights.safetensors")
     built = WFVAEModel(**config).state_dict()
-    keys = haar_keys(state)
-    assert len(keys) == 40 and keys == haar_keys(built)
+    keys = HAAR_KEYS.intersection(state)
+    assert len(keys) == 40 and keys == HAAR_KEYS.intersection(built)
     for key in keys:
         assert torch.equal(built[key], state[key]), key
 
@@ -254,7 +254,7 @@ def test_full_size_keys_shapes_and_counts_match_reference():
     kinds.update({name: "buffer" for name, _ in model.named_buffers() if name in state})
     assert kinds == reference["kind"]
     fixed = {k for k, kind in kinds.items() if kind != "param"}
-    assert haar_keys(state) == fixed == WFVAEModel.fixed_filter_keys()
+    assert HAAR_KEYS.intersection(state) == fixed == WFVAEModel._optional_checkpoint_keys
 
     with torch.device("meta"):
         groupnorm = WFVAEModel(norm_type="groupnorm", t_interpolation="trilinear")
@@ -307,10 +307,10 @@ def test_reference_checkpoint_helpers(golden_model, tmp_path):
     assert all(torch.equal(loaded[k], state[k]) for k in state)
 
     # a checkpoint without the Haar constants: the model already holds them
-    without = {k: v for k, v in state.items() if k not in haar_keys(state)}
+    without = {k: v for k, v in state.items() if k not in HAAR_KEYS.intersection(state)}
     fresh = WFVAEModel(**golden_model.config).eval()
     missing, unexpected = fresh.load_state_dict(without, strict=False)
-    assert set(missing) == haar_keys(state) and not unexpected
+    assert set(missing) == HAAR_KEYS.intersection(state) and not unexpected
     x = video(1, 16, 16)
     with torch.no_grad():
         assert torch.equal(fresh.encode_latents(x), golden_model.encode_latents(x))

@@ -10,8 +10,6 @@ Dimension order is (B, C, T, H, W) everywhere; "per frame" layers fold T into th
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 
 import torch
@@ -584,6 +582,21 @@ class Decoder(_StreamingModule):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The fixed filters a checkpoint may omit
+# ---------------------------------------------------------------------------------------------------------
+
+# The fixed Haar filters (the same names for every config): frozen parameters in the encoder's 3-D
+# transforms, buffers elsewhere. The model builds them itself, so a checkpoint may omit them (or carry
+# them, with the same values); a loader can treat these keys as optional.
+HAAR_KEYS: frozenset[str] = frozenset(
+    [f"encoder.wavelet_transform_{lvl}.{n}_conv.conv.weight" for lvl in ("in", "l2") for n in _HAAR3D_NAMES]
+    + [f"encoder.wavelet_transform_l1.{name}" for name in _HAAR2D_NAMES]
+    + [f"decoder.inverse_wavelet_transform_{lvl}.{name}" for lvl in ("out", "l2") for name in _HAAR3D_NAMES]
+    + [f"decoder.inverse_wavelet_transform_l1.{name}" for name in _HAAR2D_NAMES]
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------------------
 
@@ -593,6 +606,8 @@ class WFVAEModel(ModelMixin, ConfigMixin):
     config fields (misspellings included); defaults are the reference code defaults. The released
     checkpoint uses norm_type="layernorm", t_interpolation="trilinear".
     """
+
+    _optional_checkpoint_keys = HAAR_KEYS  # `load_pretrained` keeps the model's own fixed filters when absent
 
     @register_to_config
     def __init__(
@@ -652,20 +667,6 @@ class WFVAEModel(ModelMixin, ConfigMixin):
         self.use_tiling = False
         self.encoder_chunk_frames = 8
         self.decoder_chunk_latents = 2
-
-    @classmethod
-    def load(cls, folder, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> WFVAEModel:
-        """`load_pretrained` for a WF-VAE folder: every key checked, the fixed Haar filters optional (the released
-        checkpoint stores them, ours may not), so the model is built for real rather than on the meta device."""
-        from opensora_cli.models.loading import load_pretrained
-
-        return load_pretrained(cls, folder, dtype=dtype, device=device, meta_init=False,
-                               optional_keys=cls.fixed_filter_keys())
-
-    @classmethod
-    def fixed_filter_keys(cls) -> frozenset[str]:
-        """State-dict keys of the fixed Haar filters, which a checkpoint may omit (see `HAAR_KEYS`)."""
-        return HAAR_KEYS
 
     @property
     def vae_scale_factor(self) -> tuple[int, int, int]:
@@ -790,41 +791,3 @@ class WFVAEModel(ModelMixin, ConfigMixin):
         posterior = self.encode(sample).latent_dist
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return self.decode(z, return_dict=return_dict)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Checkpoint helpers
-# ---------------------------------------------------------------------------------------------------------
-
-# The fixed Haar filters (the same names for every config): frozen parameters in the encoder's 3-D
-# transforms, buffers elsewhere. The model builds them itself, so a checkpoint may omit them (or carry
-# them, with the same values); a loader can treat these keys as optional.
-HAAR_KEYS: frozenset[str] = frozenset(
-    [f"encoder.wavelet_transform_{lvl}.{n}_conv.conv.weight" for lvl in ("in", "l2") for n in _HAAR3D_NAMES]
-    + [f"encoder.wavelet_transform_l1.{name}" for name in _HAAR2D_NAMES]
-    + [f"decoder.inverse_wavelet_transform_{lvl}.{name}" for lvl in ("out", "l2") for name in _HAAR3D_NAMES]
-    + [f"decoder.inverse_wavelet_transform_l1.{name}" for name in _HAAR2D_NAMES]
-)
-
-
-def haar_keys(state_dict_keys: Iterable[str]) -> set[str]:
-    """The subset of `state_dict_keys` that are fixed Haar-filter constants (40 `HAAR_KEYS` in a model)."""
-    return HAAR_KEYS.intersection(state_dict_keys)
-
-
-def state_dict_from_reference_ckpt(obj: Mapping | str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The VAE weights inside a reference training `.ckpt` (a loaded dict, or a path loaded weights-only).
-
-    Prefers a non-empty `ema_state_dict`, else `state_dict` (or `state_dict["gen_model"]`), else the object
-    itself; a leading `module.` (DDP) is stripped from every key.
-    """
-    if isinstance(obj, (str, os.PathLike)):
-        obj = torch.load(obj, map_location="cpu", weights_only=True)
-    if obj.get("ema_state_dict"):
-        state_dict = obj["ema_state_dict"]
-    elif "state_dict" in obj:
-        state_dict = obj["state_dict"]
-        state_dict = state_dict.get("gen_model", state_dict)
-    else:
-        state_dict = obj
-    return {key.removeprefix("module."): value for key, value in state_dict.items()}

@@ -26,7 +26,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -144,14 +144,30 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                              "or incomplete (an interrupted download?); download or save it again") from None
 
 
+def state_dict_from_reference_ckpt(obj: Mapping | str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The VAE weights inside a reference training `.ckpt` (a loaded dict, or a path loaded weights-only).
+
+    Prefers a non-empty `ema_state_dict`, else `state_dict` (or `state_dict["gen_model"]`), else the object
+    itself; a leading `module.` (DDP) is stripped from every key.
+    """
+    if isinstance(obj, (str, os.PathLike)):
+        obj = load_torch_checkpoint(obj)
+    if obj.get("ema_state_dict"):
+        state_dict = obj["ema_state_dict"]
+    elif "state_dict" in obj:
+        state_dict = obj["state_dict"]
+        state_dict = state_dict.get("gen_model", state_dict)
+    else:
+        state_dict = obj
+    return {key.removeprefix("module."): value for key, value in state_dict.items()}
+
+
 def read_state_dict(folder: str | Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """All tensors of a model folder on the CPU; floating tensors cast to `dtype` while reading."""
     folder = Path(folder)
     state: dict[str, torch.Tensor] = {}
     for path in weight_files(folder):
         if path.suffix == ".ckpt":  # only the reference's VAE training code writes these
-            from opensora_cli.models.autoencoder_wfvae import state_dict_from_reference_ckpt
-
             checkpoint = load_torch_checkpoint(path)
             if not isinstance(checkpoint, dict):
                 raise ModelLoadError(f"{path}: holds a {type(checkpoint).__name__}, not a dict of tensors — save "
@@ -388,23 +404,28 @@ def load_pretrained(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-    optional_keys: Iterable[str] = (),
-    meta_init: bool = True,
+    optional_keys: Iterable[str] | None = None,
+    meta_init: bool | None = None,
 ) -> ModelT:
     """Build `model_class` from `folder/config.json` and load its weights, checking every key first.
 
     Args:
         model_class: a diffusers ModelMixin/ConfigMixin class (or a parent of the folder's `_class_name`).
         dtype, device: where the weights end up; tensors are cast while reading.
-        optional_keys: keys the checkpoint may lack (the model's own values are kept), e.g. fixed Haar filters.
+        optional_keys: keys the checkpoint may lack (the model's own values are kept); default: the class's
+            `_optional_checkpoint_keys` (e.g. the WF-VAE's fixed Haar filters, which the model builds itself).
         meta_init: build on the meta device and assign the loaded tensors (no random init of a large model);
-            must be False when `optional_keys` can be absent, so their constructed values exist.
+            default: on unless there are optional keys, whose constructed values must then exist.
 
     Raises:
         ModelLoadError: no config, an invalid config (see `build_from_config`), unreadable weight files, or
             keys/shapes that do not match.
     """
     folder = Path(folder)
+    if optional_keys is None:
+        optional_keys = getattr(model_class, "_optional_checkpoint_keys", frozenset())
+    if meta_init is None:
+        meta_init = not optional_keys
     model = build_from_config(model_class, folder, dtype=dtype, device=device, meta=meta_init)
     state = read_state_dict(folder, dtype=dtype)
     expected = {k: v.shape for k, v in model.state_dict().items()}
@@ -414,3 +435,40 @@ def load_pretrained(
     model.load_state_dict(state, strict=False, assign=meta_init)
     with _quiet_diffusers():  # diffusers warns on every .to(dtype) that no module asked to stay in fp32
         return model.to(device=device, dtype=dtype).eval()
+
+
+def init_from_pretrained(model: torch.nn.Module, path: Path) -> str:
+    """Initialise an inpaint transformer from an inpaint or text-to-video checkpoint (folder or .safetensors).
+
+    Keys present in both with equal shapes are copied. From a T2V checkpoint the masked-latent branch's patch
+    embedding starts as a copy of the noisy-latent one and the two branch Linears stay zero, so training
+    starts exactly from the T2V model (the reference's rule). Returns a one-line account of what was loaded.
+    """
+    if path.is_dir():
+        state = read_state_dict(path)
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        raise ModelLoadError(f"{path}: pass a model folder or a .safetensors file (pickled checkpoints are unsafe)")
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ModelLoadError(f"{path}: no weight matches the transformer (wrong model or architecture)")
+    copied_branch = False
+    if "pos_embed_masked_hidden_states.0.proj.weight" not in usable and "pos_embed.proj.weight" in usable:
+        usable["pos_embed_masked_hidden_states.0.proj.weight"] = usable["pos_embed.proj.weight"].clone()
+        usable["pos_embed_masked_hidden_states.0.proj.bias"] = usable["pos_embed.proj.bias"].clone()
+        copied_branch = True
+    model.load_state_dict(usable, strict=False)
+    missing = sorted(set(own) - set(usable))
+    ignored = sorted(set(state) - set(usable))
+    note = f"initialised {len(usable)}/{len(own)} tensors from {path}"
+    if copied_branch:
+        note += " (text-to-video checkpoint: masked-latent branch copied from the patch embedding)"
+    if missing:
+        note += f"; kept the model's own values for {len(missing)}: {', '.join(missing[:4])}"
+    if ignored:
+        note += f"; ignored {len(ignored)} checkpoint tensor(s)"
+    return note

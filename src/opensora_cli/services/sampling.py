@@ -551,7 +551,7 @@ def _load_pipeline(opts: SampleOptions, dirs: dict[str, Path], ctx, dtype, hidde
             f"{dirs['text_encoder']}: text states are {hidden_size} wide, the transformer expects "
             f"{transformer.config.caption_channels} — use the text encoder the transformer was trained with"
         )
-    vae = WFVAEModel.load(dirs["vae"], dtype=dtype, device=target)
+    vae = load_pretrained(WFVAEModel, dirs["vae"], dtype=dtype, device=target)
     if opts.vae_tiling:
         vae.enable_tiling()
     if opts.compile:  # each transformer block compiled once and reused by all 32 (about 10 % faster on a GPU)

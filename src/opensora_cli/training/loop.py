@@ -97,48 +97,9 @@ def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.de
 # ------------------------------------------------------------------------------------------------------------
 
 
-def init_from_pretrained(model: torch.nn.Module, path: Path) -> str:
-    """Initialise an inpaint transformer from an inpaint or text-to-video checkpoint (folder or .safetensors).
-
-    Keys present in both with equal shapes are copied. From a T2V checkpoint the masked-latent branch's patch
-    embedding starts as a copy of the noisy-latent one and the two branch Linears stay zero, so training
-    starts exactly from the T2V model (the reference's rule). Returns a one-line account of what was loaded.
-    """
-    from opensora_cli.models.loading import read_state_dict
-
-    if path.is_dir():
-        state = read_state_dict(path)
-    elif path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(path)
-    else:
-        raise ModelLoadError(f"{path}: pass a model folder or a .safetensors file (pickled checkpoints are unsafe)")
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ModelLoadError(f"{path}: no weight matches the transformer (wrong model or architecture)")
-    copied_branch = False
-    if "pos_embed_masked_hidden_states.0.proj.weight" not in usable and "pos_embed.proj.weight" in usable:
-        usable["pos_embed_masked_hidden_states.0.proj.weight"] = usable["pos_embed.proj.weight"].clone()
-        usable["pos_embed_masked_hidden_states.0.proj.bias"] = usable["pos_embed.proj.bias"].clone()
-        copied_branch = True
-    model.load_state_dict(usable, strict=False)
-    missing = sorted(set(own) - set(usable))
-    ignored = sorted(set(state) - set(usable))
-    note = f"initialised {len(usable)}/{len(own)} tensors from {path}"
-    if copied_branch:
-        note += " (text-to-video checkpoint: masked-latent branch copied from the patch embedding)"
-    if missing:
-        note += f"; kept the model's own values for {len(missing)}: {', '.join(missing[:4])}"
-    if ignored:
-        note += f"; ignored {len(ignored)} checkpoint tensor(s)"
-    return note
-
-
 def build_transformer(config: TrainConfig, dirs: dict[str, Path]):
     """The model to train, in fp32 (mixed precision autocasts the forward). Returns (model, note)."""
-    from opensora_cli.models.loading import load_pretrained
+    from opensora_cli.models.loading import init_from_pretrained, load_pretrained
     from opensora_cli.models.transformer_opensora import OpenSoraInpaint_v1_3
 
     if "transformer" in dirs:  # continue training a saved inpaint model
@@ -192,6 +153,7 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
     from opensora_cli.masks.compressor import MaskCompressor
     from opensora_cli.masks.noise import GaussianNoiseAdder
     from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+    from opensora_cli.models.loading import load_pretrained
     from opensora_cli.models.text_encoder import TextEncoder
     from opensora_cli.pipelines.schedulers import make_scheduler
     from opensora_cli.schemas.mask_config import MaskConfig, load_mask_config
@@ -228,7 +190,7 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
     # pad to the batch's longest caption: same loss as 512 padded slots, a fraction of the work
     text_encoder = TextEncoder.from_pretrained(dirs["text_encoder"], dtype=weight_dtype, device=device,
                                                padding="longest")
-    vae = WFVAEModel.load(dirs["vae"], dtype=weight_dtype, device=device).requires_grad_(False)
+    vae = load_pretrained(WFVAEModel, dirs["vae"], dtype=weight_dtype, device=device).requires_grad_(False)
     transformer, note = build_transformer(config, dirs)
     reporter.phase(note)
     if transformer.config.caption_channels != text_encoder.hidden_size:

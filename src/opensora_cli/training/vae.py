@@ -69,8 +69,9 @@ def train_vae(config: VaeTrainConfig, reporter=None) -> VaeTrainResult:
     device = resolve_device(config.device)
     if config.init is not None:
         from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+        from opensora_cli.models.loading import load_pretrained
 
-        vae = WFVAEModel.load(config.init, device=device).train()
+        vae = load_pretrained(WFVAEModel, config.init, device=device).train()
     else:
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on --seed only
             torch.manual_seed(config.seed)
