@@ -239,8 +239,8 @@ def test_config_file_with_overrides_and_unknown_keys(cli, data_file, model_dir, 
 
 
 def test_init_from_text_to_video_weights_starts_as_the_t2v_model(tmp_path):
-    from opensora_cli.models.registry import _randomise_, build
     from opensora_cli.models.loading import init_from_pretrained
+    from opensora_cli.models.registry import _randomise_, build
 
     t2v = build("OpenSoraT2V_v1_3-tiny")
     _randomise_(t2v, torch.Generator().manual_seed(0))

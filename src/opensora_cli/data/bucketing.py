@@ -18,21 +18,12 @@ would have seen. Keys are (epoch, index) so the dataset can seed each item's ran
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Hashable, Iterator, Sequence
 
 import torch
 
 from opensora_cli.errors import InputError
-
-
-def stable_seed(*parts: object) -> int:
-    """A 63-bit seed from values whose repr is stable across processes (ints, strings, tuples of them).
-
-    Python's `hash` is salted per process for strings; blake2b is not.
-    """
-    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
+from opensora_cli.utils.seeds import stable_seed
 
 
 class BucketBatchSampler:

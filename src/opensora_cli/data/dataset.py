@@ -43,13 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from opensora_cli.data.bucketing import stable_seed
 from opensora_cli.data.media import _open_video, media_kind, read_image
 from opensora_cli.data.transforms import center_crop_resize, resize, stride_crop
 from opensora_cli.errors import InputError
 from opensora_cli.masks.processor import MaskProcessor
 from opensora_cli.schemas.mask_config import MaskConfig
 from opensora_cli.schemas.resolution import MAX_ASPECT, MIN_ASPECT, max_hxw_resize, stride_crop_box
+from opensora_cli.utils.seeds import stable_seed
 
 DEFAULT_FPS = 24.0
 # The VAE compresses 1 + 4k frames to 1 + k latents; the reference trained on clips of 29..93 frames.

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import json
 import re
 import time
@@ -46,6 +45,7 @@ from opensora_cli.services.outputs import (
     try_claim,
 )
 from opensora_cli.services.validation import validate_inputs
+from opensora_cli.utils.seeds import stable_seed
 
 _SLUG_LENGTH = 48
 
@@ -207,8 +207,7 @@ def _accelerator_free_memory(device) -> int | None:
 
 def derive_seed(seed: int, line: int, sample: int) -> int:
     """A 63-bit seed for one (line, sample), independent of the other prompts and of the process count."""
-    digest = hashlib.sha256(f"opensora-cli:{seed}:{line}:{sample}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    return stable_seed(seed, line, sample, namespace="opensora-cli")
 
 
 def slugify(prompt: str) -> str:

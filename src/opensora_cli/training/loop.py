@@ -15,7 +15,6 @@ resumed from a checkpoint takes exactly the steps the uninterrupted run would ha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from opensora_cli.errors import InputError, ModelLoadError, OpenSoraError
 from opensora_cli.schemas.train import TrainConfig
+from opensora_cli.utils.seeds import stable_seed
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -88,8 +88,7 @@ class TrainResult:
 
 
 def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.device) -> torch.Generator:
-    digest = hashlib.sha256(f"opensora-train:{seed}:{step}:{micro}:{rank}".encode()).digest()
-    return torch.Generator(device).manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return torch.Generator(device).manual_seed(stable_seed(seed, step, micro, rank, namespace="opensora-train"))
 
 
 # ------------------------------------------------------------------------------------------------------------
