@@ -94,7 +94,7 @@ def gpu_full(device: str, compile_blocks: bool, steps: int) -> list[tuple]:
         start = time.perf_counter()
         out = pipe("", conditions=[image], num_frames=93, num_inference_steps=n, guidance_scale=7.5,
                    generator=generator, prompt_embeds=(text, mask), output_type="latent",
-                   callback=lambda i, total, t: stamps.append(time.perf_counter()))
+                   callback_on_step_end=lambda pipe, i, t, tensors: stamps.append(time.perf_counter()))
         torch.cuda.synchronize()
         loop = time.perf_counter() - start
         decode_start = time.perf_counter()

@@ -55,3 +55,7 @@ class Interrupted(OpenSoraError):
 
 class OutputError(OpenSoraError):
     """An output could not be written (disk full, folder gone); nothing half-written is left: exit code 1."""
+
+
+class GenerationError(OpenSoraError):
+    """A run produced no usable output (NaN/inf latents: a dtype the model overflows in): exit code 1."""

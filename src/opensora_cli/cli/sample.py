@@ -10,6 +10,7 @@ import typer
 
 from opensora_cli.cli.common import VerboseOption, console, state
 from opensora_cli.cli.validate import CondsOption, HeightOption, MaskTypeOption, PromptsOption, WidthOption
+from opensora_cli.schemas.defaults import RELEASED, SAMPLE
 from opensora_cli.schemas.masks import MaskType
 
 
@@ -23,36 +24,47 @@ def sample_command(
     vae: Optional[Path] = typer.Option(None, "--vae", help="WF-VAE folder [default: vae/ next to --model]."),
     text_encoder: Optional[Path] = typer.Option(
         None, "--text-encoder", help="mT5/T5 encoder folder [default: text_encoder/ or mt5-xxl/ next to --model]."),
-    output_dir: Path = typer.Option(Path("samples"), "--output-dir", "-o", help="Where videos and sidecars go."),
+    output_dir: Path = typer.Option(Path(SAMPLE["output_dir"]), "--output-dir", "-o",
+                                    help="Where videos and sidecars go."),
     num_frames: Optional[int] = typer.Option(
-        None, "--num-frames", "-n", help="Frames, 1 + 4k [default: the model's; 93 for the released model]."),
+        None, "--num-frames", "-n",
+        help=f"Frames, 1 + 4k [default: the model's; {RELEASED['num_frames']} for the released model]."),
     height: Optional[int] = HeightOption,
     width: Optional[int] = WidthOption,
     crop_for_hw: Optional[bool] = typer.Option(
         None, "--crop-for-hw/--no-crop-for-hw", help="Fixed size: centre-crop and resize inputs to --height x "
         "--width [default: the model's; off for the released model]."),
     max_hxw: Optional[int] = typer.Option(
-        None, "--max-hxw", help="Arbitrary-resolution mode: largest output area [default: the model's; 236544]."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps [default: the model's; 100]."),
+        None, "--max-hxw",
+        help=f"Arbitrary-resolution mode: largest output area [default: the model's; {RELEASED['max_hxw']}]."),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", help=f"Denoising steps [default: the model's; {RELEASED['steps']}]."),
     guidance_scale: Optional[float] = typer.Option(
-        None, "--guidance-scale", help="Classifier-free guidance, <= 1: off [default: the model's; 7.5]."),
-    guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="CFG rescale phi in [0, 1]."),
+        None, "--guidance-scale",
+        help=f"Classifier-free guidance, <= 1: off [default: the model's; {RELEASED['guidance_scale']}]."),
+    guidance_rescale: float = typer.Option(SAMPLE["guidance_rescale"], "--guidance-rescale",
+                                           help="CFG rescale phi in [0, 1]."),
     sampler: Optional[str] = typer.Option(
-        None, "--sampler", help="Sampler (see README) [default: the model's; EulerAncestralDiscrete]."),
-    seed: int = typer.Option(1234, "--seed", help="Base seed; each line and sample derives its own from it."),
-    num_samples_per_prompt: int = typer.Option(1, "--num-samples-per-prompt", help="Videos per prompt."),
-    noise_strength: float = typer.Option(0.0, "--noise-strength", help="Noise on kept frames, in [0, 1]."),
+        None, "--sampler", help=f"Sampler (see README) [default: the model's; {RELEASED['sampler']}]."),
+    seed: int = typer.Option(SAMPLE["seed"], "--seed", help="Base seed; each line and sample derives its own from it."),
+    num_samples_per_prompt: int = typer.Option(SAMPLE["num_samples_per_prompt"], "--num-samples-per-prompt",
+                                               help="Videos per prompt."),
+    noise_strength: float = typer.Option(SAMPLE["noise_strength"], "--noise-strength",
+                                         help="Noise on kept frames, in [0, 1]."),
     negative_prompt: Optional[str] = typer.Option(
         None, "--negative-prompt", help="Negative prompt [default: the model's; the reference's]; '' for none."),
     prompt_template: Optional[bool] = typer.Option(
         None, "--prompt-template/--no-prompt-template", help="Wrap prompts in the reference's 'high quality, "
         "high aesthetic' template [default: the model's; on for the released model]."),
-    fps: Optional[int] = typer.Option(None, "--fps", help="Frames per second of the mp4 [default: the model's; 18]."),
+    fps: Optional[int] = typer.Option(
+        None, "--fps", help=f"Frames per second of the mp4 [default: the model's; {RELEASED['fps']}]."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or npu [default: cuda, npu, cpu]."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32, bf16 or fp16 [default: fp32 on CPU, else bf16]."),
-    nproc: int = typer.Option(1, "--nproc", help="Processes (one per device); prompts are split between them."),
+    nproc: int = typer.Option(SAMPLE["nproc"], "--nproc",
+                              help="Processes (one per device); prompts are split between them."),
     sp: bool = typer.Option(False, "--sp", help="Sequence parallel: the --nproc processes share each video."),
-    vae_tiling: bool = typer.Option(True, "--vae-tiling/--no-vae-tiling", help="Decode in temporal chunks."),
+    vae_tiling: bool = typer.Option(SAMPLE["vae_tiling"], "--vae-tiling/--no-vae-tiling",
+                                    help="Decode in temporal chunks."),
     cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep models on the CPU until they run."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the transformer blocks (GPU)."),
     sample_posterior: bool = typer.Option(
@@ -62,38 +74,41 @@ def sample_command(
     verbose: bool = VerboseOption,
 ) -> None:
     """Generate one video per prompt line (and sample) from its conditions; each written as mp4 + JSON sidecar."""
-    inputs = dict(prompts=prompts, conds=conds, mask_type=mask_type, num_frames=num_frames, height=height,
-                  width=width, crop_for_hw=crop_for_hw, max_hxw=max_hxw)
-    options = dict(model=model, vae=vae, text_encoder=text_encoder, output_dir=output_dir, steps=steps,
-                   guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, sampler=sampler, seed=seed,
-                   num_samples_per_prompt=num_samples_per_prompt, noise_strength=noise_strength,
-                   negative_prompt=negative_prompt, prompt_template=prompt_template, fps=fps, device=device,
-                   dtype=dtype, nproc=nproc, sp=sp,
-                   vae_tiling=vae_tiling, cpu_offload=cpu_offload, compile=compile_model,
-                   sample_posterior=sample_posterior,
-                   overwrite=overwrite)
-    from opensora_cli.distributed.launch import is_distributed_child, launch
-
-    if nproc > 1 and not is_distributed_child():
-        from opensora_cli.services.sampling import check_sample_request
-
-        problems = check_sample_request(inputs, options)[3]  # fail here, before starting processes
-        if problems:
-            _refuse(problems)
-        raise typer.Exit(launch(nproc, state.argv))
-
-    from opensora_cli.cli.progress import RichReporter
+    from opensora_cli.distributed.launch import is_distributed_child
     from opensora_cli.errors import ValidationFailed
-    from opensora_cli.services.sampling import run_sampling
+    from opensora_cli.schemas.sample import SamplePlan, SampleRequest
+    from opensora_cli.services import sampling
+    from opensora_cli.services.validation import build_request
 
-    lead = os.environ.get("RANK", "0") == "0"
+    options = dict(prompts=prompts, conds=conds, mask_type=mask_type, model=model, vae=vae, text_encoder=text_encoder,
+                   output_dir=output_dir, num_frames=num_frames, height=height, width=width, crop_for_hw=crop_for_hw,
+                   max_hxw=max_hxw, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+                   sampler=sampler, seed=seed, num_samples_per_prompt=num_samples_per_prompt,
+                   noise_strength=noise_strength, negative_prompt=negative_prompt, prompt_template=prompt_template,
+                   fps=fps, device=device, dtype=dtype, nproc=nproc, sp=sp, vae_tiling=vae_tiling,
+                   cpu_offload=cpu_offload, compile=compile_model, sample_posterior=sample_posterior,
+                   overwrite=overwrite)
+    is_main = os.environ.get("RANK", "0") == "0"
+    child = is_distributed_child()
     try:
-        summary = run_sampling(inputs, options, RichReporter(enabled=lead))  # stderr: --json stays clean
+        if child and sampling.PLAN_ENV in os.environ:  # the parent checked and planned: run its plan
+            plan = SamplePlan.model_validate_json(Path(os.environ[sampling.PLAN_ENV]).read_text(encoding="utf-8"))
+        else:
+            request, problems = build_request({k: v for k, v in options.items() if v is not None}, SampleRequest)
+            if problems:
+                _refuse(problems)
+            plan = sampling.plan(request)
     except ValidationFailed as exc:
-        if lead:
+        if is_main:
             _refuse(exc.report.problems)
         raise typer.Exit(1) from None
-    if not lead:
+    if nproc > 1 and not child:
+        raise typer.Exit(_launch_with_plan(plan, nproc))
+
+    from opensora_cli.cli.progress import RichReporter
+
+    summary = sampling.run(plan, RichReporter(enabled=is_main))  # stderr: --json stays clean
+    if not is_main:
         return
     if json_output:
         print(summary.model_dump_json())
@@ -101,6 +116,23 @@ def sample_command(
     from opensora_cli.cli.render import print_sample_summary
 
     print_sample_summary(summary, console())
+
+
+def _launch_with_plan(plan, nproc: int) -> int:
+    """Start the `--nproc` processes on this command line; they read the plan instead of checking again."""
+    import tempfile
+
+    from opensora_cli.distributed.launch import launch
+    from opensora_cli.services.sampling import PLAN_ENV
+
+    with tempfile.TemporaryDirectory(prefix="opensora-plan-") as folder:
+        path = Path(folder) / "plan.json"
+        path.write_text(plan.model_dump_json(), encoding="utf-8")
+        os.environ[PLAN_ENV] = str(path)
+        try:
+            return launch(nproc, state.argv)
+        finally:
+            del os.environ[PLAN_ENV]
 
 
 def _refuse(problems) -> None:

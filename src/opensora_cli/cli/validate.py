@@ -60,14 +60,11 @@ def validate_inputs_command(
     Exit code 0 when all is well, 1 when there are problems (all of them are listed).
     """
     from opensora_cli.cli.render import print_report
-    from opensora_cli.services.model_folders import resolve_request
-    from opensora_cli.services.validation import estimate_memory, validate_inputs
+    from opensora_cli.services.validation import validate_inputs
 
-    inputs = dict(prompts=prompts, conds=conds, mask_type=mask_type, num_frames=num_frames, height=height,
-                  width=width, crop_for_hw=crop_for_hw, max_hxw=max_hxw, mask_config=mask_config)
-    inputs, _ = resolve_request(inputs, {"model": model})  # the same defaults as `opensora sample`
-    report = validate_inputs(inputs)
-    report.memory = estimate_memory(report, inputs, model)
+    report = validate_inputs(dict(prompts=prompts, conds=conds, mask_type=mask_type, num_frames=num_frames,
+                                  height=height, width=width, crop_for_hw=crop_for_hw, max_hxw=max_hxw,
+                                  mask_config=mask_config, model=model))
     if json_output:
         print(report.model_dump_json(indent=None))
     else:

@@ -472,3 +472,22 @@ def init_from_pretrained(model: torch.nn.Module, path: Path) -> str:
     if ignored:
         note += f"; ignored {len(ignored)} checkpoint tensor(s)"
     return note
+
+
+def write_model_index(folder: str | Path, text_encoder: bool = True) -> Path:
+    """`model_index.json` of a model bundle (transformer/, vae/, text_encoder/), as diffusers lays out pipelines,
+    so that `OpenSoraInpaintPipeline.from_pretrained(folder)` and other tools see what the folders hold. There is
+    no scheduler/ folder: the pipeline makes its scheduler from the sampler name (see `pipelines.schedulers`)."""
+    import diffusers
+
+    index = {
+        "_class_name": "OpenSoraInpaintPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": [None, None],
+        "text_encoder": ["opensora_cli", "TextEncoder"] if text_encoder else [None, None],
+        "transformer": ["opensora_cli", "OpenSoraInpaint_v1_3"],
+        "vae": ["opensora_cli", "WFVAEModel"],
+    }
+    path = Path(folder) / "model_index.json"
+    path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return path

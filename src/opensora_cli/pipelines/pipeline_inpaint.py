@@ -1,6 +1,6 @@
 """OpenSoraInpaintPipeline: conditioned video generation with Open-Sora Plan v1.3 (one prompt per call).
 
-    pipe = OpenSoraInpaintPipeline(text_encoder, vae, transformer, scheduler)
+    pipe = OpenSoraInpaintPipeline.from_pretrained("model-bundle")  # transformer/, vae/, text_encoder/
     out = pipe("a red ball rolls", conditions=["ball.png"], num_frames=29, generator=torch.Generator().manual_seed(0))
     out.videos  # (1, 29, H, W, 3) uint8
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +23,19 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
 
 from opensora_cli.masks.compressor import MaskCompressor
 from opensora_cli.masks.noise import GaussianNoiseAdder
 from opensora_cli.masks.patterns import as_random, frame_pattern, pattern_from_indices
 from opensora_cli.masks.planning import plan_line
-from opensora_cli.models.text_encoder import apply_template
+from opensora_cli.models.text_encoder import DEFAULT_NEGATIVE_PROMPT, apply_template
 from opensora_cli.schemas.masks import MaskType
 from opensora_cli.schemas.resolution import DEFAULT_MAX_HXW, MODEL_HW_STRIDE
 
-StepCallback = Callable[[int, int, float], None]  # (step index, number of steps, timestep)
+# diffusers' step-end callback: (pipe, step index, timestep, {name: tensor}) -> {name: replacement tensor}
+StepEndCallback = Callable[["OpenSoraInpaintPipeline", int, torch.Tensor, dict], dict]
+Generators = torch.Generator | list[torch.Generator] | None
 
 
 @dataclass
@@ -55,14 +59,95 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]
 
     def __init__(self, text_encoder, vae, transformer, scheduler) -> None:
         super().__init__()
         self.register_modules(text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
-        self.mask_compressor = MaskCompressor(*vae.vae_scale_factor)
-        # Set by the sampling service under sequence parallelism (distributed.sequence_parallel).
-        self.sequence_parallel = None
+        self._sequence_parallel = None  # a DistContext while `enable_sequence_parallel` is on
         self._offload_device: torch.device | None = None
+        self._num_timesteps = 0
+
+    @property
+    def mask_compressor(self) -> MaskCompressor:
+        return MaskCompressor(*self.vae.vae_scale_factor)
+
+    @property
+    def num_timesteps(self) -> int:
+        """Steps of the current (or last) call, for step callbacks."""
+        return self._num_timesteps
+
+    # -- loading ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype = torch.float32,
+                        device: torch.device | str = "cpu", text_encoder: bool = True,
+                        sampler: str | None = None) -> OpenSoraInpaintPipeline:
+        """A model bundle: `transformer/`, `vae/`, `text_encoder/` and optionally `scheduler/`, as listed by its
+        `model_index.json` (a bundle without one is read by its folder names).
+
+        Every model goes through `models.loading.load_pretrained` (each key and shape checked, safetensors only);
+        the text encoder is `models.text_encoder.TextEncoder`. Without a `scheduler/` folder the scheduler is
+        `make_scheduler(sampler)`, the sampler defaulting to the bundle's `opensora_defaults.json`.
+
+        Args:
+            text_encoder: False leaves it out (for precomputed `prompt_embeds`).
+            sampler: a sampler name (see `pipelines.schedulers`); overrides the bundle's scheduler.
+        """
+        from diffusers import SchedulerMixin
+
+        from opensora_cli.models.autoencoder_wfvae import WFVAEModel
+        from opensora_cli.models.loading import load_pretrained
+        from opensora_cli.models.text_encoder import TextEncoder
+        from opensora_cli.models.transformer_opensora import OpenSoraInpaint_v1_3
+        from opensora_cli.pipelines.schedulers import make_scheduler
+
+        folder = Path(folder)
+        index_path = folder / "model_index.json"
+        index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {}
+        for name in ("transformer", "vae"):
+            if not (folder / name / "config.json").is_file():
+                raise ValueError(f"{folder}: no {name}/config.json — not a model bundle")
+        scheduler_dir = folder / "scheduler"
+        if sampler is None and (scheduler_dir / "scheduler_config.json").is_file():
+            import diffusers
+
+            class_name = json.loads((scheduler_dir / "scheduler_config.json").read_text())["_class_name"]
+            scheduler_class = getattr(diffusers, class_name, None)
+            if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
+                raise ValueError(f"{scheduler_dir}: '{class_name}' is not a diffusers scheduler")
+            scheduler = scheduler_class.from_pretrained(scheduler_dir)
+        else:
+            defaults_path = folder / "opensora_defaults.json"
+            defaults = json.loads(defaults_path.read_text()) if defaults_path.is_file() else {}
+            scheduler = make_scheduler(sampler or defaults.get("sampler", "EulerAncestralDiscrete"))
+        listed = index.get("text_encoder", ["listed"])[0] is not None  # [null, null]: a bundle saved without one
+        with_text = text_encoder and listed and (folder / "text_encoder" / "config.json").is_file()
+        return cls(
+            text_encoder=TextEncoder.from_pretrained(folder / "text_encoder", dtype=dtype, device=device)
+            if with_text else None,
+            vae=load_pretrained(WFVAEModel, folder / "vae", dtype=dtype, device=device),
+            transformer=load_pretrained(OpenSoraInpaint_v1_3, folder / "transformer", dtype=dtype, device=device),
+            scheduler=scheduler,
+        )
+
+    # -- sequence parallelism --------------------------------------------------------------------------------
+
+    def enable_sequence_parallel(self, ctx) -> None:
+        """Share each video's latent frames across the ranks of `ctx` (a `distributed.device.DistContext`):
+        attention runs the all-to-all of `distributed.sequence_parallel`, every rank runs its slice of frames."""
+        from opensora_cli.distributed.sequence_parallel import SequenceParallelAttnProcessor
+
+        self.transformer.set_attn_processor(SequenceParallelAttnProcessor(ctx))
+        self._sequence_parallel = ctx
+
+    def disable_sequence_parallel(self) -> None:
+        """Back to single-process attention; drops the pipeline's hold on the process group."""
+        from opensora_cli.models.attention import AttnProcessor
+
+        if self._sequence_parallel is not None:
+            self.transformer.set_attn_processor(AttnProcessor())
+            self._sequence_parallel = None
 
     # -- 0. memory: model offload ----------------------------------------------------------------------------
 
@@ -94,7 +179,7 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
     # -- 1. checks -------------------------------------------------------------------------------------------
 
     def check_inputs(self, num_frames: int, height: int | None, width: int | None, crop_for_hw: bool,
-                     guidance_scale: float, noise_strength: float, num_samples_per_prompt: int) -> None:
+                     guidance_scale: float, noise_strength: float, num_videos_per_prompt: int) -> None:
         if num_frames < 1 or (num_frames - 1) % self.vae.vae_scale_factor[0]:
             raise ValueError(f"num_frames must be 1 + {self.vae.vae_scale_factor[0]}k, got {num_frames}")
         for name, value in (("height", height), ("width", width)):
@@ -106,18 +191,22 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         if not 0.0 <= noise_strength <= 1.0:
             raise ValueError(f"noise_strength must be in [0, 1], got {noise_strength}")
-        if num_samples_per_prompt < 1:
-            raise ValueError(f"num_samples_per_prompt must be >= 1, got {num_samples_per_prompt}")
+        if num_videos_per_prompt < 1:
+            raise ValueError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
 
     # -- 2. text ---------------------------------------------------------------------------------------------
 
     def encode_prompt(
         self, prompt: str, negative_prompt: str | None, do_cfg: bool, use_template: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text states and mask, (1 or 2, 1, L, C) and (1 or 2, 1, L): rows [negative; prompt] with CFG."""
+        """Text states and mask, (1 or 2, 1, L, C) and (1 or 2, 1, L): rows [negative; prompt] with CFG.
+
+        Args:
+            negative_prompt: the unconditional text; None = the reference's negative prompt, "" = none.
+        """
         texts = [apply_template(prompt) if use_template else prompt]
         if do_cfg:
-            texts.insert(0, negative_prompt or "")
+            texts.insert(0, DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt)
         return self.text_encoder(texts)
 
     # -- 3. conditions ---------------------------------------------------------------------------------------
@@ -176,6 +265,10 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         resized, (out_h, out_w) = resize_conditions(
             [c[:num_frames] for c in clips], crop_for_hw=crop_for_hw, height=height, width=width, max_hxw=max_hxw
         )
+        if height is not None and width is not None and (out_h, out_w) != (height, width):
+            # arbitrary-resolution mode: the inputs decide the size; a caller's plan must agree with it
+            raise ValueError(f"the conditions give a {out_h}x{out_w} video, not {height}x{width}: pass "
+                             "crop_for_hw=True to resize them to that size, or no height and width")
         if plan.frame_indices is None:  # a video: the mask type's generator decides what is kept
             video = resized[0]  # (T, 3, H, W)
             pattern = frame_pattern(plan.mask_type, num_frames, rng)
@@ -207,41 +300,58 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         guidance_rescale: float = 0.0,
         negative_prompt: str | None = None,
         use_prompt_template: bool = True,
-        num_samples_per_prompt: int = 1,
+        num_videos_per_prompt: int = 1,
         noise_strength: float = 0.0,
         sample_posterior: bool = False,
-        generator: torch.Generator | None = None,
-        output_type: str = "np",
+        generator: Generators = None,
+        latents: torch.Tensor | None = None,
         prompt_embeds: tuple[torch.Tensor, torch.Tensor] | None = None,
-        callback: StepCallback | None = None,
-    ) -> OpenSoraPipelineOutput:
-        """Generate `num_samples_per_prompt` videos for one prompt.
+        output_type: str = "np",
+        return_dict: bool = True,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> OpenSoraPipelineOutput | tuple:
+        """Generate `num_videos_per_prompt` videos for one prompt.
 
         Args:
             prompt: the text (wrapped in the reference's template unless `use_prompt_template=False`).
             conditions: image paths/arrays, or one video path/array ((T, H, W, 3) or (T, 3, H, W) uint8).
             frame_indices: kept frame of each image (negative from the end); None = defaults by count.
             mask_type: None = from the inputs (see `masks.planning`).
-            num_frames: 1 + 4k. height/width: output size with `crop_for_hw`, or for text only.
+            num_frames: 1 + 4k. height/width: output size with `crop_for_hw` or for text only; with conditions in
+                arbitrary-resolution mode, the size they give (checked) or None.
             max_hxw: area cap of the arbitrary-resolution mode.
             guidance_scale: classifier-free guidance; <= 1 disables it (one forward per step).
             guidance_rescale: phi of "Common Diffusion Noise Schedules are Flawed" (0 = off).
-            negative_prompt: the unconditional text ("" when None, as the reference's pipeline).
+            negative_prompt: the unconditional text; None = the reference's negative prompt, "" = none.
             noise_strength: sigma of Gaussian noise on the kept frames (0 = none).
             sample_posterior: encode conditions with a posterior sample (the reference) instead of its mean.
-            generator: the only source of randomness (initial noise, sampler noise, random masks).
-            output_type: "np", "pt" or "latent".
+            generator: the only source of randomness. A list gives each video its own, used as a call for that
+                video alone would use it (so video i equals that call), except for what the videos share: a
+                random mask, the noise on kept frames and a posterior sample come from the first.
+            latents: initial noise (B, C, T', h, w) instead of drawing it (scaled by the scheduler's
+                `init_noise_sigma`, as in diffusers).
             prompt_embeds: precomputed `encode_prompt` output (then the text encoder is not used).
-            callback: called after each step with (index, steps, timestep).
+            output_type: "np" (B, T, H, W, 3) uint8, "pt" (B, 3, T, H, W) float in [0, 1], or "latent".
+            return_dict: False returns the tuple (videos, mask_type, kept_frames).
+            callback_on_step_end: called after each step as diffusers' pipelines do, with the tensors named in
+                `callback_on_step_end_tensor_inputs` (of `_callback_tensor_inputs`); a returned "latents"
+                replaces them.
         """
         self.check_inputs(num_frames, height, width, crop_for_hw, guidance_scale, noise_strength,
-                          num_samples_per_prompt)
+                          num_videos_per_prompt)
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"callback tensor inputs {sorted(unknown)} are not among {self._callback_tensor_inputs}")
+        batch = num_videos_per_prompt
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"{len(generator)} generators for {batch} videos; pass one per video")
+        shared_generator = generator[0] if isinstance(generator, list) else generator
         device = self._execution_device
         dtype = self.transformer.dtype
         do_cfg = guidance_scale > 1.0
-        batch = num_samples_per_prompt
 
-        # 1. Text: (1 or 2, 1, L, C) -> repeated per sample, [negative x B; prompt x B]
+        # 1. Text: (1 or 2, 1, L, C) -> repeated per video, [negative x B; prompt x B]
         if prompt_embeds is None:
             with self._placed(self.text_encoder):
                 prompt_embeds = self.encode_prompt(prompt, negative_prompt, do_cfg, use_prompt_template)
@@ -250,9 +360,9 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         text_mask = text_mask.to(device).repeat_interleave(batch, dim=0)
 
         # 2. Conditions: masked clip (3, T, H, W), pattern, type; noise on kept frames; VAE; latent mask
-        rng = as_random(generator)
+        mask_rngs = [as_random(g) for g in generator] if isinstance(generator, list) else [as_random(generator)]
         masked, pattern, used_type = self.prepare_conditions(
-            conditions, frame_indices, mask_type, num_frames, height, width, crop_for_hw, max_hxw, rng
+            conditions, frame_indices, mask_type, num_frames, height, width, crop_for_hw, max_hxw, mask_rngs[0]
         )
         _, _, out_h, out_w = masked.shape
         masked = masked[None].expand(batch, -1, -1, -1, -1).to(device=device, dtype=self.vae.dtype)
@@ -260,9 +370,10 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         pixel_mask = pixel_mask.expand(batch, 1, num_frames, out_h, out_w)  # (B, 1, T, H, W), 1 = generate
         noise_adder = GaussianNoiseAdder.for_inference(noise_strength)
         if noise_adder is not None:
-            masked = noise_adder(masked, pixel_mask, generator)
+            masked = noise_adder(masked, pixel_mask, shared_generator)
         with self._placed(self.vae):
-            masked_latents = self.vae.encode_latents(masked, sample_posterior=sample_posterior, generator=generator)
+            masked_latents = self.vae.encode_latents(masked, sample_posterior=sample_posterior,
+                                                     generator=shared_generator)
         latent_mask = self.mask_compressor(pixel_mask)  # (B, 4, T', h, w)
         condition = torch.cat([masked_latents, latent_mask], dim=1).to(dtype)  # (B, 8 + 4, T', h, w)
         if do_cfg:
@@ -271,38 +382,51 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         # 3. Timesteps and initial noise (drawn on the generator's device: same numbers on CPU and GPU)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        latent_shape = (batch, self.transformer.config.in_channels, *masked_latents.shape[2:])
-        gen_device = generator.device if generator is not None else torch.device("cpu")
-        latents = torch.randn(latent_shape, generator=generator, device=gen_device, dtype=torch.float32)
-        latents = latents.to(device) * self.scheduler.init_noise_sigma
+        self._num_timesteps = len(timesteps)
+        latents = self.prepare_latents(latents, (batch, self.transformer.config.in_channels,
+                                                 *masked_latents.shape[2:]), generator, device)
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
 
         # 4. Denoising loop
         with self._placed(self.transformer):
             latents = self._denoise(latents, condition, timesteps, embeds, text_mask, do_cfg, guidance_scale,
-                                    guidance_rescale, step_kwargs, callback)
+                                    guidance_rescale, step_kwargs, callback_on_step_end,
+                                    callback_on_step_end_tensor_inputs)
 
         kept = [i for i, v in enumerate(pattern) if v == 0]
-        if not torch.isfinite(latents).all():  # one sync per video: the reference had no check at all
-            raise FloatingPointError("the sampler produced NaN/inf latents: try --dtype bf16 or fp32")
+        if not torch.isfinite(latents).all():  # one sync per video, so that a NaN never becomes a black video
+            raise FloatingPointError(f"the sampler produced NaN/inf latents in {dtype}")
         if output_type == "latent":
-            return OpenSoraPipelineOutput(videos=latents, mask_type=used_type, kept_frames=kept)
+            return self._output(latents, used_type, kept, return_dict)
 
-        # 5. Decode: (B, 3, T, H, W) in [-1, 1] -> [0, 1]; uint8 with rounding (the reference truncated)
+        # 5. Decode: (B, 3, T, H, W) in [-1, 1] -> [0, 1]; uint8 rounded to nearest (truncating darkens)
         with self._placed(self.vae):
             video = self.vae.decode_latents(latents.to(self.vae.dtype))[:, :, :num_frames].float()
         video = (video / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
-            return OpenSoraPipelineOutput(videos=video, mask_type=used_type, kept_frames=kept)
+            return self._output(video, used_type, kept, return_dict)
         frames = (video * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, 3)
-        return OpenSoraPipelineOutput(videos=frames, mask_type=used_type, kept_frames=kept)
+        return self._output(frames, used_type, kept, return_dict)
+
+    @staticmethod
+    def _output(videos, mask_type: MaskType, kept: list[int], return_dict: bool):
+        output = OpenSoraPipelineOutput(videos=videos, mask_type=mask_type, kept_frames=kept)
+        return output if return_dict else output.to_tuple()
+
+    def prepare_latents(self, latents: torch.Tensor | None, shape: tuple[int, ...], generator: Generators,
+                        device: torch.device) -> torch.Tensor:
+        """Initial noise (B, C, T', h, w) in fp32, scaled for the scheduler; drawn unless `latents` is given."""
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        elif tuple(latents.shape) != tuple(shape):
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {tuple(shape)}")
+        return latents.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma
 
     def _denoise(self, latents: torch.Tensor, condition: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor,
                  text_mask: torch.Tensor, do_cfg: bool, guidance_scale: float, guidance_rescale: float,
-                 step_kwargs: dict, callback: StepCallback | None) -> torch.Tensor:
+                 step_kwargs: dict, callback: StepEndCallback | None, callback_inputs: Sequence[str]) -> torch.Tensor:
         """The sampling loop. latents (B, C, T', h, w) fp32; condition (B', 12, T', h, w) = [masked latent | mask]."""
         dtype = self.transformer.dtype
-        timestep_values = timesteps.tolist()  # for the callback: no device sync inside the loop
         for index, t in enumerate(timesteps):
             model_input = torch.cat([latents, latents]) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t).to(dtype)
@@ -321,14 +445,16 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
                 guided = velocity.float()
             latents = self.scheduler.step(guided, t, latents, **step_kwargs, return_dict=False)[0]
             if callback is not None:
-                callback(index, len(timestep_values), timestep_values[index])
+                tensors = {"latents": latents, "prompt_embeds": embeds}
+                returned = callback(self, index, t, {name: tensors[name] for name in callback_inputs}) or {}
+                latents = returned.get("latents", latents)
         return latents
 
     def _transformer(self, model_input: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
                      text_mask: torch.Tensor) -> torch.Tensor:
         """One transformer call; under sequence parallelism each rank runs its slice of latent frames."""
         timestep = t.expand(model_input.shape[0]).to(model_input.device)
-        sp = self.sequence_parallel
+        sp = self._sequence_parallel
         if sp is not None:
             from opensora_cli.distributed.sequence_parallel import gather_time, shard_time
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from opensora_cli.schemas.defaults import RELEASED
 from opensora_cli.schemas.masks import MaskType
 from opensora_cli.schemas.problems import Problem
-from opensora_cli.schemas.resolution import DEFAULT_MAX_HXW, MAX_MAX_HXW, MIN_MAX_HXW, MODEL_HW_STRIDE
+from opensora_cli.schemas.resolution import MODEL_HW_STRIDE
 
 _INDEX_SUFFIX = re.compile(r"^(?P<path>.+)@(?P<index>[+-]?\d+)$")
 # A quoted item: the path (`""` inside for a quote; the closing quote is the one no quote follows), then what
@@ -109,18 +110,23 @@ def check_num_frames(value: int) -> int:
 
 
 class InputsRequest(BaseModel):
-    """The options of `validate-inputs` (and the input half of `sample`). Field names map to `--kebab-case`."""
+    """The options of `validate-inputs` (and the input half of `sample`). Field names map to `--kebab-case`.
 
+    The field defaults are the released model's; `services.model_folders.resolve_fields` lays a model folder's
+    own defaults (`opensora_defaults.json`) over those the user left out.
+    """
+
+    model: Path | None = None  # whose defaults and trained sizes apply (None: the bundled demo model)
     prompts: Path
     conds: Path | None = None
     mask_type: MaskType | None = None
-    num_frames: int = 93
+    num_frames: int = RELEASED["num_frames"]
     height: int | None = None
     width: int | None = None
-    crop_for_hw: bool = False
-    # The area range the model was trained on (the released model's unless a model folder says otherwise).
-    max_hxw_range: tuple[int, int] = (MIN_MAX_HXW, MAX_MAX_HXW)
-    max_hxw: int = DEFAULT_MAX_HXW
+    crop_for_hw: bool = RELEASED["crop_for_hw"]
+    # The area range the model was trained on; None until the model is known (then max_hxw is checked).
+    max_hxw_range: tuple[int, int] | None = None
+    max_hxw: int = RELEASED["max_hxw"]
     mask_config: Path | None = None
 
     @field_validator("num_frames")
@@ -144,7 +150,9 @@ class InputsRequest(BaseModel):
     @field_validator("max_hxw")
     @classmethod
     def _area(cls, value: int, info: ValidationInfo) -> int:
-        low, high = info.data.get("max_hxw_range", (MIN_MAX_HXW, MAX_MAX_HXW))
+        if info.data.get("max_hxw_range") is None:
+            return value
+        low, high = info.data["max_hxw_range"]
         if not low <= value <= high:
             raise ValueError(
                 f"{value} is outside the model's trained area range [{low}, {high}]; pick a value inside it"

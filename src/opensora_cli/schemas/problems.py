@@ -71,15 +71,15 @@ def problems_from(
 
     Args:
         where: maps an error's location (field names) to (where, line); default: the field's option name.
-        values: the values as given; when set, each message starts with the value received (`'abc': ...`).
+        values: values as given; the message of a field among them starts with the value received (`'abc': ...`).
     """
     problems = []
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
         place, line = where(loc) if where is not None else (option_name(loc[0]) if loc else "options", None)
         what, fix = error_text(error)
-        if values is not None and loc:
-            what = f"{values.get(loc[0])!r}: {what}"
+        if values is not None and loc and loc[0] in values:
+            what = f"{values[loc[0]]!r}: {what}"
         problems.append(Problem.of(place, line, what, fix))
     return problems
 

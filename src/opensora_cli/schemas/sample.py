@@ -1,41 +1,50 @@
-"""Request and results of `opensora sample`."""
+"""Request, plan and results of `opensora sample`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from opensora_cli.schemas.defaults import RELEASED, SAMPLE
+from opensora_cli.schemas.inputs import InputItem, InputsRequest
 from opensora_cli.schemas.problems import Problem
 
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 DEVICE_NAMES = ("cpu", "cuda", "npu")
+# What a model folder's `opensora_defaults.json` may set: what it was trained on and how to sample it.
+MODEL_DEFAULT_FIELDS = ("num_frames", "height", "width", "crop_for_hw", "max_hxw", "max_hxw_range", "steps",
+                        "guidance_scale", "fps", "sampler", "negative_prompt", "prompt_template")
 
 
-class SampleOptions(BaseModel):
-    """Generation options (the inputs half is `schemas.inputs.InputsRequest`). Field names map to --kebab-case."""
+class SampleRequest(InputsRequest):
+    """Everything `opensora sample` is asked: the inputs and how to generate. Field names map to --kebab-case.
+
+    As for the inputs, the field defaults are the released model's, and a model folder's defaults fill what the
+    user left out (`services.model_folders.resolve_fields`).
+    """
 
     model_config = ConfigDict(allow_inf_nan=False)  # --guidance-scale inf or nan is refused, never run
 
-    model: Path | None = None
     vae: Path | None = None
     text_encoder: Path | None = None
-    output_dir: Path = Path("samples")
-    steps: int = Field(100, ge=1, le=1000)
-    guidance_scale: float = Field(7.5, ge=0.0)
-    guidance_rescale: float = Field(0.0, ge=0.0, le=1.0)
-    sampler: str = "EulerAncestralDiscrete"
-    seed: int = Field(1234, ge=0)
-    num_samples_per_prompt: int = Field(1, ge=1, le=64)
-    noise_strength: float = Field(0.0, ge=0.0, le=1.0)
-    negative_prompt: str | None = None  # None = the reference's negative prompt
-    prompt_template: bool = True  # wrap prompts in the reference's "high quality, high aesthetic, ..." template
-    fps: int = Field(18, ge=1, le=120)
+    output_dir: Path = Path(SAMPLE["output_dir"])
+    steps: int = Field(RELEASED["steps"], ge=1, le=1000)
+    guidance_scale: float = Field(RELEASED["guidance_scale"], ge=0.0)
+    guidance_rescale: float = Field(SAMPLE["guidance_rescale"], ge=0.0, le=1.0)
+    sampler: str = RELEASED["sampler"]
+    seed: int = Field(SAMPLE["seed"], ge=0)
+    num_samples_per_prompt: int = Field(SAMPLE["num_samples_per_prompt"], ge=1, le=64)
+    noise_strength: float = Field(SAMPLE["noise_strength"], ge=0.0, le=1.0)
+    negative_prompt: str | None = RELEASED["negative_prompt"]  # None = the reference's negative prompt
+    prompt_template: bool = RELEASED["prompt_template"]  # the reference's "high quality, high aesthetic" template
+    fps: int = Field(RELEASED["fps"], ge=1, le=120)
     device: str | None = None  # None = cuda, else npu, else cpu
     dtype: str | None = None  # None = fp32 on cpu, bf16 on accelerators
-    nproc: int = Field(1, ge=1, le=64)
+    nproc: int = Field(SAMPLE["nproc"], ge=1, le=64)
     sp: bool = False
-    vae_tiling: bool = True
+    vae_tiling: bool = SAMPLE["vae_tiling"]
     cpu_offload: bool = False
     compile: bool = False
     sample_posterior: bool = False
@@ -54,6 +63,39 @@ class SampleOptions(BaseModel):
         if value is not None and value not in DEVICE_NAMES:
             raise ValueError(f"'{value}' is not a device; use one of {', '.join(DEVICE_NAMES)}")
         return value
+
+    def dtype_for(self, device_type: str) -> str:
+        """fp32, bf16 or fp16: the option, else fp32 on a CPU and bf16 on an accelerator."""
+        return self.dtype or ("fp32" if device_type == "cpu" else "bf16")
+
+
+class Job(BaseModel):
+    """One output to make: a checked line (mask type, kept frames, output size), its sample index and seed, its
+    paths and the request its sidecar records.
+
+    `index` is its place among all the run's outputs, so processes split the work the same way whatever each
+    found on disk.
+    """
+
+    index: int
+    item: InputItem
+    sample: int
+    seed: int
+    video: Path
+    sidecar: Path
+    request: dict[str, Any]
+
+
+class SamplePlan(BaseModel):
+    """What `services.sampling.run` does, decided once by `services.sampling.plan` (and handed as JSON to the
+    processes of `--nproc`): the resolved request, the model folders, and every output to make or skip."""
+
+    request: SampleRequest
+    model_dirs: dict[str, Path]
+    dtype: str  # fp32, bf16 or fp16
+    jobs: list[Job] = Field(default_factory=list)  # to generate (each claimed just before)
+    done: list[Job] = Field(default_factory=list)  # made before with the same request: skipped
+    warnings: list[Problem] = Field(default_factory=list)
 
 
 class SampleResult(BaseModel):

@@ -76,6 +76,12 @@ class MemoryEstimate:
                 f"frames {gib(self.pixels)})")
 
 
+def largest_output(items, request) -> tuple[int, int]:
+    """(height, width) of the largest video of checked lines (`InputItem`s): its own size, else the request's."""
+    sizes = [item.output_size or (request.height or 0, request.width or 0) for item in items]
+    return max(sizes, key=lambda hw: hw[0] * hw[1], default=(0, 0))
+
+
 def gib(size: float) -> str:
     return f"{size / GIB:.2f} GiB" if size >= GIB / 100 else f"{size / 2**20:.0f} MiB"
 

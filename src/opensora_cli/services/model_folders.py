@@ -1,4 +1,5 @@
-"""Which model a command uses and the defaults it brings; shared by `sample` and `validate-inputs`. No torch.
+"""Which model a command uses, where its parts are and the defaults it brings: for `sample`, `validate-inputs`
+and `train`. No torch.
 
 A model folder may hold `opensora_defaults.json`: what it was trained on (frames, size, area range) and how to
 sample it (steps, guidance, fps, sampler, negative prompt, template). Options the user leaves out take these
@@ -14,12 +15,10 @@ from typing import Any
 
 from opensora_cli.errors import InputError
 from opensora_cli.schemas.problems import Problem, option_name
-from opensora_cli.schemas.sample import SampleOptions
+from opensora_cli.schemas.resolution import MAX_MAX_HXW, MIN_MAX_HXW
+from opensora_cli.schemas.sample import MODEL_DEFAULT_FIELDS
 
 MODEL_DEFAULTS_FILE = "opensora_defaults.json"
-# Options a model folder may set defaults for (what it was trained on), and the built-in defaults.
-INPUT_DEFAULTS = {"num_frames": 93, "height": None, "width": None, "crop_for_hw": False, "max_hxw": 236544}
-OPTION_DEFAULT_KEYS = ("steps", "guidance_scale", "fps", "sampler", "negative_prompt", "prompt_template")
 
 
 def bundled_model_dir() -> Path | None:
@@ -49,69 +48,84 @@ def model_defaults(model: Path | None) -> dict[str, Any]:
     return {}
 
 
-def resolve_request(inputs: Mapping[str, Any], options: Mapping[str, Any]) -> tuple[dict, dict]:
-    """Fill what the user left out: the model's own defaults first (e.g. the demo model's 17 frames at 64x96),
-    then the released model's. Without --model, the bundled demo model is used.
+def resolve_fields(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill what the user left out (None): the model folder's defaults (e.g. the demo model's 17 frames at
+    64x96); the rest keep the request model's field defaults, which are the released model's. Without a model,
+    the bundled demo model is used.
 
     Args:
-        inputs: the input options (`InputsRequest` fields), None where not given.
-        options: the generation options (`SampleOptions` fields), None where not given; "model" is read.
+        given: request fields (`InputsRequest` or `SampleRequest`), None where not given.
 
     Returns:
-        (inputs, options) with defaults filled in; options without the keys still None.
+        The fields to validate: the given ones, the model's defaults and `max_hxw_range` (the model's trained
+        area range, else the released model's).
+
+    Raises:
+        InputError: `model` is not a folder, or its defaults file is broken.
     """
-    options = dict(options)
-    if options.get("model") is None:
-        options["model"] = bundled_model_dir()
-    elif not Path(options["model"]).is_dir():
-        raise InputError(f"--model: '{options['model']}' is not a folder — pass the model folder (a bundle with "
+    fields = {key: value for key, value in given.items() if value is not None}
+    model = fields.get("model") or bundled_model_dir()
+    if model is not None and not Path(model).is_dir():
+        raise InputError(f"--model: '{model}' is not a folder — pass the model folder (a bundle with "
                          "transformer/, vae/ and text_encoder/, or a transformer folder)")
-    defaults = model_defaults(options["model"])
-    resolved = dict(inputs)
-    for key, fallback in INPUT_DEFAULTS.items():
-        if resolved.get(key) is None:
-            resolved[key] = defaults.get(key, fallback)
-    if "max_hxw_range" in defaults:
-        resolved["max_hxw_range"] = tuple(defaults["max_hxw_range"])
-    for key in OPTION_DEFAULT_KEYS:
-        if options.get(key) is None and key in defaults:
-            options[key] = defaults[key]
-    return resolved, {k: v for k, v in options.items() if v is not None}
+    fields["model"] = model
+    defaults = model_defaults(model)
+    for key in MODEL_DEFAULT_FIELDS:
+        if key not in fields and key in defaults:
+            fields[key] = defaults[key]
+    fields["max_hxw_range"] = tuple(fields.get("max_hxw_range", (MIN_MAX_HXW, MAX_MAX_HXW)))
+    return fields
 
 
-def resolve_model_dirs(options: SampleOptions) -> tuple[dict[str, Path], list[Problem]]:
-    """Transformer, VAE and text-encoder folders.
+# Where a bundle or the released download keeps each component (text_encoder/ or the released mt5-xxl/).
+_COMPONENT_NAMES = {"vae": ("vae",), "text_encoder": ("text_encoder", "mt5-xxl")}
 
-    `--model DIR` may be a bundle with transformer/, vae/ and text_encoder/ (as `write_random_model_folder`
-    writes), or the transformer folder itself; then the VAE and text encoder default to sibling folders
-    `vae` and `text_encoder` (or `mt5-xxl`), as in the released download.
+
+def find_model_folders(
+    model: Path | None, given: Mapping[str, Path | None]
+) -> tuple[dict[str, Path], list[Problem]]:
+    """Transformer, VAE and text-encoder folders, for `sample`, `train` and `validate-inputs`.
+
+    `model` may be a bundle with transformer/, vae/ and text_encoder/ (what `init-model` and `train` write), or
+    the transformer folder itself; the VAE and text encoder then default to the sibling folders `vae` and
+    `text_encoder` (or `mt5-xxl`), as in the released download. Folders in `given` win.
+
+    Args:
+        model: the bundle or transformer folder, or None (then only `given` folders are used).
+        given: "vae" and "text_encoder" folders the user named, None where not named.
     """
     problems: list[Problem] = []
-    if options.model is None:
-        problems.append(Problem.of("--model", None, "no model given and this install has no bundled demo model",
-                                   "pass --model DIR (the released any93x640x640_i2v folder with --vae and "
-                                   "--text-encoder, or a folder written by write_random_model_folder)"))
-        return {}, problems
-    model = options.model
-    bundle = (model / "transformer" / "config.json").is_file()
-    transformer = model / "transformer" if bundle else model
-    siblings = {"vae": ["vae"], "text_encoder": ["text_encoder", "mt5-xxl"]}
-    dirs = {"transformer": transformer}
-    for kind, names in siblings.items():
-        given = getattr(options, kind)
-        if given is not None:
-            dirs[kind] = given
-            continue
+    folders: dict[str, Path] = {}
+    base = None
+    if model is not None:
+        bundle = (model / "transformer" / "config.json").is_file()
+        folders["transformer"] = model / "transformer" if bundle else model
         base = model if bundle else model.parent
-        found = next((base / n for n in names if (base / n / "config.json").is_file()), None)
+    for kind, names in _COMPONENT_NAMES.items():
+        flag = option_name(kind)
+        if given.get(kind) is not None:
+            folders[kind] = Path(given[kind])
+            continue
+        found = next((base / n for n in names if (base / n / "config.json").is_file()), None) if base else None
         if found is None:
-            problems.append(Problem.of(option_name(kind), None, f"no {kind.replace('_', ' ')} folder given or found "
-                                       f"next to {model}", f"pass {option_name(kind)} DIR"))
+            near = f" or found next to {model}" if model is not None else ""
+            problems.append(Problem.of(flag, None, f"no {kind.replace('_', ' ')} folder given{near}",
+                                       f"pass {flag} DIR"))
         else:
-            dirs[kind] = found
-    for kind, folder in dirs.items():
+            folders[kind] = found
+    for kind, folder in folders.items():
         if not (folder / "config.json").is_file():
             flag = "--model" if kind == "transformer" else option_name(kind)
             problems.append(Problem.of(flag, None, f"'{folder}' is not a model folder (no config.json)",
                                        "point to the folder that holds config.json and the weights"))
-    return dirs, problems
+    return folders, problems
+
+
+def resolve_model_dirs(model: Path | None, vae: Path | None = None,
+                       text_encoder: Path | None = None) -> tuple[dict[str, Path], list[Problem]]:
+    """The folders `sample` loads: `find_model_folders`, with a model required."""
+    if model is None:
+        return {}, [Problem.of("--model", None, "no model given and this install has no bundled demo model",
+                               "pass --model DIR (the released any93x640x640_i2v folder with --vae and "
+                               "--text-encoder, or a folder written by `opensora init-model`)")]
+    return find_model_folders(Path(model), {"vae": vae, "text_encoder": text_encoder})

@@ -1,13 +1,13 @@
-"""sample: check everything, load the models once, generate every (line, sample), write mp4 + JSON sidecar.
+"""sample: plan (every check, no model loaded), then run (load the models once, make every output).
 
-Order of work, so that nothing heavy happens before the inputs are known to be good:
-1. `check_sample_request`: validate-inputs' checks, the options, the model folders (config files only), the
-   sampler name, the sequence-parallel divisibility rules, the output folder and the memory estimate (see
-   `services.outputs` and `services.memory`). Any problem stops here.
-2. `plan_outputs`: an output made with the same request is skipped; one made with another is refused (unless
-   `overwrite`); each remaining output is claimed just before it is made, so runs sharing a folder share work.
-3. The text encoder encodes every pending prompt, then is freed (it is the largest model and is not needed
-   again); the transformer and the VAE are loaded; each video is generated with its own seed.
+1. `plan(request)`: the model folder's defaults fill what the user left out; validate-inputs' checks, the
+   options, the model folders (config files only), the sampler name, the sequence-parallel divisibility rules,
+   the output folder and the memory estimate (see `services.outputs` and `services.memory`). Any problem stops
+   here. The plan lists every output: an output made with the same request is skipped; one made with another is
+   refused (unless `overwrite`). The processes of `--nproc` receive this plan; they do not check again.
+2. `run(plan)`: the text encoder encodes every pending prompt through the pipeline's `encode_prompt`, then is
+   freed (it is the largest model and is not needed again); the transformer and the VAE are loaded; each output
+   is claimed just before it is made (so runs sharing a folder share work) and generated with its own seed.
 
 Seeds: every (line, sample) has its own seed derived from `--seed`, the line number and the sample index, so
 a video does not depend on the number of processes, on the other prompts or on their order.
@@ -20,20 +20,17 @@ import gc
 import json
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from opensora_cli import __version__
-from opensora_cli.errors import Interrupted, OutputError, ValidationFailed
+from opensora_cli.errors import GenerationError, Interrupted, OutputError, ValidationFailed
 from opensora_cli.masks.patterns import latent_frame_count
-from opensora_cli.schemas.inputs import InputItem, ValidationReport
-from opensora_cli.schemas.problems import Problem, problems_from
-from opensora_cli.schemas.sample import SampleOptions, SampleResult, SampleSummary
-from opensora_cli.services.model_folders import resolve_model_dirs, resolve_request
+from opensora_cli.schemas.inputs import InputItem, InputsRequest
+from opensora_cli.schemas.problems import Problem, option_name
+from opensora_cli.schemas.sample import Job, SamplePlan, SampleRequest, SampleResult, SampleSummary
+from opensora_cli.services.model_folders import resolve_fields, resolve_model_dirs
 from opensora_cli.services.outputs import (
     check_output_dir,
     differences,
@@ -44,10 +41,12 @@ from opensora_cli.services.outputs import (
     request_of,
     try_claim,
 )
-from opensora_cli.services.validation import validate_inputs
+from opensora_cli.services.validation import build_request, check_inputs
 from opensora_cli.utils.seeds import stable_seed
 
+PLAN_ENV = "OPENSORA_SAMPLE_PLAN"  # the JSON file of the plan that `--nproc` hands to its processes
 _SLUG_LENGTH = 48
+_INPUT_OPTIONS = frozenset(option_name(name) for name in InputsRequest.model_fields)
 
 
 class Reporter:
@@ -63,69 +62,70 @@ class Reporter:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# 1. Checks (no model is loaded)
+# 1. The plan (no model is loaded)
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _options_problems(options: Mapping[str, Any]) -> tuple[SampleOptions | None, list[Problem]]:
-    try:
-        return SampleOptions.model_validate(dict(options)), []
-    except ValidationError as exc:
-        return None, problems_from(exc, values=options)
+def plan(request: SampleRequest) -> SamplePlan:
+    """Resolve, check and plan a run: what `run` will make, skip or refuse.
 
-
-def check_sample_request(
-    inputs: Mapping[str, Any], options: Mapping[str, Any]
-) -> tuple[ValidationReport, SampleOptions | None, dict[str, Path], list[Problem], dict]:
-    """Everything that can be checked without loading a model.
-
-    Returns:
-        (report, options, model dirs, problems, inputs with defaults filled in).
+    Raises:
+        ValidationFailed: every problem found (nothing loaded, nothing written).
+        InputError: `--model` is not a folder or its `opensora_defaults.json` is broken.
     """
-    inputs, options = resolve_request(inputs, options)
-    report = validate_inputs({k: v for k, v in inputs.items()})
-    opts, problems = _options_problems(options)
-    problems = list(report.problems) + problems
+    resolved, problems = build_request(resolve_fields(request.model_dump(exclude_unset=True)), SampleRequest)
+    option_problems = [p for p in problems if p.file not in _INPUT_OPTIONS]
+    report = check_inputs(resolved, [p for p in problems if p.file in _INPUT_OPTIONS])
+    problems = list(report.problems) + option_problems
     dirs: dict[str, Path] = {}
-    if opts is None:
-        return report, None, dirs, problems, inputs
-    dirs, dir_problems = resolve_model_dirs(opts)
-    problems += dir_problems
+    if not option_problems:
+        dirs, dir_problems = resolve_model_dirs(resolved.model, resolved.vae, resolved.text_encoder)
+        problems += dir_problems + _sampler_problems(resolved) + _sequence_parallel_problems(resolved, dirs)
+    if problems:
+        raise ValidationFailed(report.model_copy(update={"ok": False, "problems": problems}))
 
+    from opensora_cli.distributed.device import resolve_device
+
+    device = resolve_device(resolved.device)  # raises one clear line for a missing CUDA or torch_npu
+    dtype = resolved.dtype_for(device.type)
+    outputs, problems = plan_outputs(report.items, resolved, dirs, dtype)
+    problems += check_memory(report.items, resolved, dirs, device)
+    if problems:
+        raise ValidationFailed(report.model_copy(update={"ok": False, "problems": problems}))
+    warnings = report.warnings + prompt_length_warnings(report.items, resolved, dirs["text_encoder"])
+    return SamplePlan(request=resolved, model_dirs=dirs, dtype=dtype, jobs=outputs[0], done=outputs[1],
+                      warnings=warnings)
+
+
+def _sampler_problems(request: SampleRequest) -> list[Problem]:
     from opensora_cli.pipelines.schedulers import make_scheduler
 
     try:
-        make_scheduler(opts.sampler)
+        make_scheduler(request.sampler)
     except ValueError as exc:
-        problems.append(Problem.of("--sampler", None, str(exc)))
-
-    if opts.sp:
-        if opts.nproc < 2:
-            problems.append(Problem.of("--sp", None, "sequence parallel needs several processes",
-                                       "add --nproc 2 (or more)"))
-        elif "transformer" in dirs and (dirs["transformer"] / "config.json").is_file():
-            from opensora_cli.distributed.sequence_parallel import check_sequence_parallel
-
-            config = json.loads((dirs["transformer"] / "config.json").read_text())
-            frames = inputs["num_frames"]
-            if (frames - 1) % 4 == 0:
-                for message in check_sequence_parallel(latent_frame_count(frames), config["num_attention_heads"],
-                                                       opts.nproc):
-                    what, _, fix = message.partition(": ")
-                    problems.append(Problem.of("--sp", None, what, fix or None))
-    from opensora_cli.distributed.device import resolve_device
-
-    device = resolve_device(opts.device)  # raises one clear line for a missing CUDA or torch_npu
-    if not problems:
-        plan = plan_outputs(report, opts, inputs, dirs, dtype_name(opts, device.type))
-        problems += plan.problems
-        problems += check_memory(report, opts, inputs, dirs, device)
-        report.warnings += prompt_length_warnings(report, opts, dirs["text_encoder"], inputs["prompts"])
-    return report, opts, dirs, problems, inputs
+        return [Problem.of("--sampler", None, str(exc))]
+    return []
 
 
-def prompt_length_warnings(report: ValidationReport, opts: SampleOptions, text_encoder: Path,
-                           prompts_file: Path) -> list[Problem]:
+def _sequence_parallel_problems(request: SampleRequest, dirs: dict[str, Path]) -> list[Problem]:
+    if not request.sp:
+        return []
+    if request.nproc < 2:
+        return [Problem.of("--sp", None, "sequence parallel needs several processes", "add --nproc 2 (or more)")]
+    config_file = dirs.get("transformer", Path()) / "config.json"
+    if not config_file.is_file() or (request.num_frames - 1) % 4:
+        return []
+    from opensora_cli.distributed.sequence_parallel import check_sequence_parallel
+
+    heads = json.loads(config_file.read_text())["num_attention_heads"]
+    problems = []
+    for message in check_sequence_parallel(latent_frame_count(request.num_frames), heads, request.nproc):
+        what, _, fix = message.partition(": ")
+        problems.append(Problem.of("--sp", None, what, fix or None))
+    return problems
+
+
+def prompt_length_warnings(items: list[InputItem], request: SampleRequest, text_encoder: Path) -> list[Problem]:
     """A warning for each prompt longer than the text encoder reads (it would be cut), with its token count.
 
     Only the tokenizer is loaded (no weights). The count includes the prompt template when it is on.
@@ -139,23 +139,17 @@ def prompt_length_warnings(report: ValidationReport, opts: SampleOptions, text_e
     except (OSError, ValueError):
         return []  # the text encoder's own load names the problem
     warnings = []
-    for item in report.items:
-        text = apply_template(item.prompt) if opts.prompt_template else item.prompt
+    for item in items:
+        text = apply_template(item.prompt) if request.prompt_template else item.prompt
         count = len(tokenizer(text, add_special_tokens=True).input_ids)
         if count > DEFAULT_MAX_LENGTH:
-            warnings.append(Problem.of(str(prompts_file), item.line, f"the prompt is {count} tokens long; the text "
+            warnings.append(Problem.of(str(request.prompts), item.line, f"the prompt is {count} tokens long; the text "
                                        f"encoder reads the first {DEFAULT_MAX_LENGTH}, the rest is cut",
                                        "shorten the prompt"))
     return warnings
 
 
-def largest_output(report: ValidationReport, inputs: Mapping[str, Any]) -> tuple[int, int]:
-    sizes = [item.output_size or (inputs["height"] or 0, inputs["width"] or 0) for item in report.items]
-    return max(sizes, key=lambda hw: hw[0] * hw[1], default=(0, 0))
-
-
-def check_memory(report: ValidationReport, opts: SampleOptions, inputs: Mapping[str, Any], dirs: dict[str, Path],
-                 device) -> list[Problem]:
+def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str, Path], device) -> list[Problem]:
     """The run's estimated peak (services/memory.py) against the device's free memory.
 
     Host memory is shared by all processes on a CPU; each accelerator holds one process (its share of the
@@ -164,10 +158,11 @@ def check_memory(report: ValidationReport, opts: SampleOptions, inputs: Mapping[
     from opensora_cli.services import memory
     from opensora_cli.utils.system import available_host_memory
 
-    height, width = largest_output(report, inputs)
+    height, width = memory.largest_output(items, request)
+    frames, opts = request.num_frames, request
     try:
-        estimate = memory.estimate(dirs, inputs["num_frames"], height, width, dtype_name(opts, device.type),
-                                   device.type, opts.guidance_scale > 1.0, opts.vae_tiling, opts.cpu_offload)
+        estimate = memory.estimate(dirs, frames, height, width, request.dtype_for(device.type), device.type,
+                                   request.guidance_scale > 1.0, request.vae_tiling, request.cpu_offload)
     except (KeyError, ValueError, TypeError) as exc:
         return [Problem.of("--model", None, f"{dirs['transformer'] / 'config.json'}: cannot read the model's sizes "
                            f"({type(exc).__name__}: {exc})", "use the config.json the model was saved with")]
@@ -181,10 +176,10 @@ def check_memory(report: ValidationReport, opts: SampleOptions, inputs: Mapping[
         free, where = _accelerator_free_memory(device), f"free memory of {device.type}"
     if free is None or needed <= free:
         return []
-    return [Problem.of("--num-frames", None, f"a {inputs['num_frames']}-frame {height}x{width} video needs "
+    return [Problem.of("--num-frames", None, f"a {frames}-frame {height}x{width} video needs "
                        f"{estimate.describe()}{f' per process x {opts.nproc}' if device.type == 'cpu' and opts.nproc > 1 else ''}"
                        f"; {where} is {memory.gib(free)}",
-                       "use " + memory.ways_out(opts.vae_tiling, opts.cpu_offload, device.type, inputs["num_frames"]))]
+                       "use " + memory.ways_out(opts.vae_tiling, opts.cpu_offload, device.type, frames))]
 
 
 def _accelerator_free_memory(device) -> int | None:
@@ -221,48 +216,20 @@ def output_paths(output_dir: Path, item: InputItem, sample: int, num_frames: int
     return output_dir / f"{stem}{suffix}", output_dir / f"{stem}.json"
 
 
-def dtype_name(opts: SampleOptions, device_type: str) -> str:
-    """fp32, bf16 or fp16: the option, else fp32 on a CPU and bf16 on an accelerator."""
-    return opts.dtype or ("fp32" if device_type == "cpu" else "bf16")
-
-
-@dataclass
-class Job:
-    """One output to make: its line, sample index, seed, paths and the request its sidecar will record.
-
-    `index` is its place among all the run's outputs, so processes split the work the same way whatever each
-    found on disk.
-    """
-
-    index: int
-    item: InputItem
-    sample: int
-    seed: int
-    video: Path
-    sidecar: Path
-    request: dict[str, Any]
-
-
-@dataclass
-class OutputPlan:
-    jobs: list[Job] = field(default_factory=list)  # to generate (or to claim first)
-    done: list[Job] = field(default_factory=list)  # made before with the same request: skipped
-    problems: list[Problem] = field(default_factory=list)
-
-
-def _request(item: InputItem, sample: int, seed: int, opts: SampleOptions, inputs: Mapping[str, Any],
-             models: dict, dtype: str, hashes: dict[str, str]) -> dict[str, Any]:
-    height, width = item.output_size or (inputs["height"], inputs["width"])
+def _sidecar_request(item: InputItem, sample: int, seed: int, request: SampleRequest, models: dict, dtype: str,
+                     hashes: dict[str, str]) -> dict[str, Any]:
+    """What made an output: a rerun skips it only when this is the same."""
+    height, width = item.output_size or (request.height, request.width)
     return request_of({
         "prompt": item.prompt, "line": item.line, "sample": sample, "seed": seed,
         "mask_type": str(item.mask_type) if item.mask_type is not None else None,
         "conds": [{"path": path, "sha256": hashes[path]} for path in item.conds],
-        "frame_indices": item.frame_indices, "num_frames": inputs["num_frames"], "height": height,
-        "width": width, "crop_for_hw": inputs["crop_for_hw"], "max_hxw": inputs["max_hxw"], "steps": opts.steps,
-        "guidance_scale": opts.guidance_scale, "guidance_rescale": opts.guidance_rescale, "sampler": opts.sampler,
-        "negative_prompt": opts.negative_prompt, "prompt_template": opts.prompt_template,
-        "noise_strength": opts.noise_strength, "sample_posterior": opts.sample_posterior, "fps": opts.fps,
-        "dtype": dtype, "models": models,
+        "frame_indices": item.frame_indices, "num_frames": request.num_frames, "height": height, "width": width,
+        "crop_for_hw": request.crop_for_hw, "max_hxw": request.max_hxw, "steps": request.steps,
+        "guidance_scale": request.guidance_scale, "guidance_rescale": request.guidance_rescale,
+        "sampler": request.sampler, "negative_prompt": request.negative_prompt,
+        "prompt_template": request.prompt_template, "noise_strength": request.noise_strength,
+        "sample_posterior": request.sample_posterior, "fps": request.fps, "dtype": dtype, "models": models,
     })
 
 
@@ -276,30 +243,35 @@ def finished_request(video: Path, sidecar: Path) -> dict[str, Any] | None:
         return None
 
 
-def plan_outputs(report: ValidationReport, opts: SampleOptions, inputs: Mapping[str, Any],
-                 dirs: dict[str, Path], dtype: str) -> OutputPlan:
-    """Each (line, sample): skip (same request made it), make, or refuse (made with another request).
+def plan_outputs(items: list[InputItem], request: SampleRequest, dirs: dict[str, Path],
+                 dtype: str) -> tuple[tuple[list[Job], list[Job]], list[Problem]]:
+    """Each (line, sample): make, skip (the same request made it) or refuse (another request made it).
 
     Also checks that the output folder can take the outputs still to make (see `services.outputs`).
+
+    Returns:
+        ((jobs to make, jobs done before), problems).
     """
-    plan = OutputPlan()
-    output_dir = opts.output_dir.resolve()
+    jobs: list[Job] = []
+    done: list[Job] = []
+    output_dir = request.output_dir.resolve()
     models = model_fingerprints(dirs)
-    hashes = {path: file_sha256(path) for item in report.items for path in item.conds}
+    hashes = {path: file_sha256(path) for item in items for path in item.conds}
     changed: list[tuple[Path, list[str]]] = []
-    for item in report.items:
-        for sample in range(opts.num_samples_per_prompt):
-            video, sidecar = output_paths(output_dir, item, sample, inputs["num_frames"])
-            seed = derive_seed(opts.seed, item.line, sample)
-            job = Job(len(plan.jobs) + len(plan.done) + len(changed), item, sample, seed, video, sidecar,
-                      _request(item, sample, seed, opts, inputs, models, dtype, hashes))
-            before = None if opts.overwrite else finished_request(video, sidecar)
+    for item in items:
+        for sample in range(request.num_samples_per_prompt):
+            video, sidecar = output_paths(output_dir, item, sample, request.num_frames)
+            seed = derive_seed(request.seed, item.line, sample)
+            job = Job(index=len(jobs) + len(done) + len(changed), item=item, sample=sample, seed=seed, video=video,
+                      sidecar=sidecar, request=_sidecar_request(item, sample, seed, request, models, dtype, hashes))
+            before = None if request.overwrite else finished_request(video, sidecar)
             if before is None:
-                plan.jobs.append(job)
+                jobs.append(job)
             elif before == job.request:
-                plan.done.append(job)
+                done.append(job)
             else:
                 changed.append((video, differences(before, job.request)))
+    problems = []
     if changed:
         groups: dict[tuple[str, ...], list[str]] = {}  # outputs that differ the same way are listed once
         for video, fields in changed:
@@ -308,15 +280,13 @@ def plan_outputs(report: ValidationReport, opts: SampleOptions, inputs: Mapping[
             f"{', '.join(fields)} ({', '.join(names[:2])}{f' and {len(names) - 2} more' if len(names) > 2 else ''})"
             for fields, names in groups.items()
         )
-        plan.problems.append(Problem.of(
-            "--output-dir", None, f"{len(changed)} output(s) in '{opts.output_dir}' were made with other "
+        problems.append(Problem.of(
+            "--output-dir", None, f"{len(changed)} output(s) in '{request.output_dir}' were made with other "
             f"parameters: {shown}", "add --overwrite to replace them, or pick another --output-dir"))
-    needed = 0
-    for job in plan.jobs:
-        height, width = job.request["height"] or 0, job.request["width"] or 0
-        needed += estimate_output_bytes(inputs["num_frames"], height, width)
-    plan.problems += check_output_dir(output_dir, needed)
-    return plan
+    needed = sum(estimate_output_bytes(request.num_frames, job.request["height"] or 0, job.request["width"] or 0)
+                 for job in jobs)
+    problems += check_output_dir(output_dir, needed)
+    return (jobs, done), problems
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -324,34 +294,24 @@ def plan_outputs(report: ValidationReport, opts: SampleOptions, inputs: Mapping[
 # ------------------------------------------------------------------------------------------------------------
 
 
-def run_sampling(
-    inputs: Mapping[str, Any], options: Mapping[str, Any], reporter: Reporter | None = None
-) -> SampleSummary:
-    """Generate the videos of a prompts/conds pair. In a torchrun child, this process's share of them.
+def run(plan: SamplePlan, reporter: Reporter | None = None) -> SampleSummary:
+    """Make the plan's outputs. In a process of `--nproc`, this process's share of them.
 
     Raises:
-        ValidationFailed: any problem found by `check_sample_request` (nothing loaded, nothing written).
+        Interrupted: Ctrl-C (the message says how much was written).
+        OutputError, GenerationError: an output could not be written or came out as NaN.
     """
     reporter = reporter or Reporter()
-    report, opts, dirs, problems, inputs = check_sample_request(inputs, options)
-    if problems:
-        raise ValidationFailed(report.model_copy(update={"ok": False, "problems": problems}))
-    for warning in report.warnings:
+    for warning in plan.warnings:
         reporter.warning(warning.render())
 
     from opensora_cli.distributed.device import distributed_context
 
     try:
-        with distributed_context(opts.device) as ctx:
-            return _run(report, opts, dirs, dict(inputs), ctx, reporter)
+        with distributed_context(plan.request.device) as ctx:
+            return _make_outputs(plan, ctx, reporter)
     finally:
         reporter.close()
-
-
-def _dtype_for(opts: SampleOptions, device) -> Any:
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name(opts, device.type)]
 
 
 def _skipped(job: Job, rank: int, reason: str) -> SampleResult:
@@ -395,21 +355,20 @@ def _take(job: Job, ctx, writer: bool, sp: bool, overwrite: bool):
     return claim, reason
 
 
-def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], inputs: dict, ctx,
-         reporter: Reporter) -> SampleSummary:
+def _make_outputs(plan: SamplePlan, ctx, reporter: Reporter) -> SampleSummary:
     import torch
 
-    world, rank = ctx.world_size, ctx.rank
-    mode = "single" if world == 1 else ("sp" if opts.sp else "ddp")
-    writer = mode != "sp" or rank == 0
-    dtype = _dtype_for(opts, ctx.device)
+    from opensora_cli.distributed.device import torch_dtype
 
-    # 1. This process's jobs: outputs made with the same request are skipped (others were refused already)
-    plan = plan_outputs(report, opts, inputs, dirs, dtype_name(opts, ctx.device.type))
-    if plan.problems:  # the folder changed since the check (another run wrote to it)
-        raise ValidationFailed(report.model_copy(update={"ok": False, "problems": plan.problems}))
+    request, dirs = plan.request, plan.model_dirs
+    world, rank = ctx.world_size, ctx.rank
+    mode = "single" if world == 1 else ("sp" if request.sp else "ddp")
+    writer = mode != "sp" or rank == 0
+    dtype = torch_dtype(plan.dtype)
+
+    # 1. This process's jobs (DDP splits them by their place in the plan, whatever each process finds on disk)
     if writer:
-        remove_stale_parts(opts.output_dir.resolve())
+        remove_stale_parts(request.output_dir.resolve())
     mine = (lambda jobs: [job for job in jobs if job.index % world == rank]) if mode == "ddp" else (lambda jobs: jobs)
     results = [_skipped(job, rank, "exists") for job in mine(plan.done)]
     jobs = mine(plan.jobs)
@@ -419,51 +378,44 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
         if jobs:
             # 2. Text: encode every pending prompt once, then free the encoder (the largest model of the three)
             started = time.perf_counter()
-            from opensora_cli.models.text_encoder import DEFAULT_NEGATIVE_PROMPT, TextEncoder, apply_template
-
             reporter.phase("encoding prompts")
-            # padded to the longer of prompt and negative prompt, not 512: same video, less work per step
-            text_encoder = TextEncoder.from_pretrained(dirs["text_encoder"], dtype=dtype, device=ctx.device,
-                                                       padding="longest")
-            do_cfg = opts.guidance_scale > 1.0
-            negative = DEFAULT_NEGATIVE_PROMPT if opts.negative_prompt is None else opts.negative_prompt
+            pipe = _text_pipeline(request, dirs, ctx, dtype)
+            do_cfg = request.guidance_scale > 1.0
             embeddings = {}
             for prompt in dict.fromkeys(job.item.prompt for job in jobs):
-                texts = ([negative] if do_cfg else []) + [apply_template(prompt) if opts.prompt_template else prompt]
-                states, mask = text_encoder(texts)
+                states, mask = pipe.encode_prompt(prompt, request.negative_prompt, do_cfg, request.prompt_template)
                 embeddings[prompt] = (states.cpu(), mask.cpu())
-            hidden_size = text_encoder.hidden_size
-            del text_encoder
+            hidden_size = pipe.text_encoder.hidden_size
+            pipe.register_modules(text_encoder=None)
             gc.collect()
             if ctx.device.type == "cuda":
                 torch.cuda.empty_cache()
 
-            # 3. Transformer, VAE, scheduler, pipeline
+            # 3. Transformer and VAE
             reporter.phase("loading the transformer and the VAE")
-            pipe = _load_pipeline(opts, dirs, ctx, dtype, hidden_size)
+            _load_models(pipe, request, dirs, ctx, dtype, hidden_size)
             load_seconds = time.perf_counter() - started
             if ctx.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
 
             # 4. Generate: claim each output just before making it, so that runs sharing the folder share the work
-            reporter.start(len(jobs), opts.steps)
+            reporter.start(len(jobs), request.steps)
             for job in jobs:
-                claim, reason = _take(job, ctx, writer, mode == "sp", opts.overwrite)
+                claim, reason = _take(job, ctx, writer, mode == "sp", request.overwrite)
                 if reason is not None:
                     results.append(_skipped(job, rank, reason))
                     reporter.video_done(results[-1])
                     continue
                 try:
-                    result = _generate(pipe, job, embeddings[job.item.prompt], opts, inputs, ctx, reporter, rank,
-                                       claim)
+                    made = _generate(pipe, job, embeddings[job.item.prompt], request, ctx, reporter, claim)
                     if writer:
-                        _write_outputs(result.frames, result.result, job, opts, dirs, ctx, dtype)
+                        _write_outputs(made.frames, made.result, job, request, ctx)
                         written += 1
                 finally:
                     if claim is not None:
                         claim.release()
-                results.append(result.result)
-                reporter.video_done(result.result)
+                results.append(made.result)
+                reporter.video_done(made.result)
     except KeyboardInterrupt:
         total = len(plan.jobs) if mode != "ddp" else len(jobs)
         where = "" if mode != "ddp" else f" by process {rank}"
@@ -480,10 +432,9 @@ def _run(report: ValidationReport, opts: SampleOptions, dirs: dict[str, Path], i
                 merged.setdefault((data["line"], data["sample"]), SampleResult.model_validate(data))
         results = [merged[key] for key in sorted(merged)]
     peak = torch.cuda.max_memory_allocated() / 2**30 if ctx.device.type == "cuda" and jobs else None
-    return SampleSummary(results=sorted(results, key=lambda r: (r.line, r.sample)), warnings=report.warnings,
-                         device=str(ctx.device),
-                         dtype=str(dtype).removeprefix("torch."), world_size=world, mode=mode,
-                         load_seconds=load_seconds, peak_memory_gib=peak)
+    return SampleSummary(results=sorted(results, key=lambda r: (r.line, r.sample)), warnings=plan.warnings,
+                         device=str(ctx.device), dtype=str(dtype).removeprefix("torch."), world_size=world,
+                         mode=mode, load_seconds=load_seconds, peak_memory_gib=peak)
 
 
 @dataclass
@@ -492,58 +443,76 @@ class _Made:
     frames: Any  # (T, H, W, 3) uint8
 
 
-def _generate(pipe, job: Job, embeddings, opts: SampleOptions, inputs: dict, ctx, reporter: Reporter,
-              rank: int, claim) -> _Made:
-    """One video through the pipeline; the claim's heartbeat beats at every step."""
+def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter: Reporter, claim) -> _Made:
+    """One video through the pipeline, from the plan's mask type, kept frames and size; the claim's heartbeat
+    beats at every step."""
     import torch
 
     item = job.item
     reporter.video_started(item.line, job.sample, item.prompt)
     generator = torch.Generator(ctx.device).manual_seed(job.seed)
-    fixed = inputs["crop_for_hw"] or not item.conds
 
-    def on_step(index: int, steps: int, t) -> None:
-        reporter.step(index, steps)
+    def on_step(pipe, index: int, t, tensors: dict) -> dict:
+        reporter.step(index, pipe.num_timesteps)
         if claim is not None:
             claim.refresh()
+        return tensors
 
+    height, width = item.output_size
     started = time.perf_counter()
-    out = pipe(
-        item.prompt,
-        conditions=item.conds,
-        frame_indices=item.frame_indices if item.conds and item.frame_indices is not None else None,
-        mask_type=item.mask_type,
-        num_frames=inputs["num_frames"],
-        height=inputs["height"] if fixed else None,
-        width=inputs["width"] if fixed else None,
-        crop_for_hw=inputs["crop_for_hw"],
-        max_hxw=inputs["max_hxw"],
-        num_inference_steps=opts.steps,
-        guidance_scale=opts.guidance_scale,
-        guidance_rescale=opts.guidance_rescale,
-        noise_strength=opts.noise_strength,
-        sample_posterior=opts.sample_posterior,
-        generator=generator,
-        prompt_embeds=embeddings,
-        callback=on_step,
-    )
+    try:
+        out = pipe(
+            item.prompt,
+            conditions=item.conds,
+            frame_indices=item.frame_indices if item.conds and item.frame_indices is not None else None,
+            mask_type=item.mask_type,
+            num_frames=request.num_frames,
+            height=height,
+            width=width,
+            crop_for_hw=request.crop_for_hw,
+            max_hxw=request.max_hxw,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            guidance_rescale=request.guidance_rescale,
+            noise_strength=request.noise_strength,
+            sample_posterior=request.sample_posterior,
+            generator=generator,
+            prompt_embeds=embeddings,
+            callback_on_step_end=on_step,
+        )
+    except FloatingPointError as exc:
+        raise GenerationError(f"line {item.line}: {exc} — try --dtype bf16 or fp32") from None
     seconds = time.perf_counter() - started
     result = SampleResult(line=item.line, sample=job.sample, prompt=item.prompt, video=job.video,
                           sidecar=job.sidecar, seed=job.seed, mask_type=str(out.mask_type),
-                          kept_frames=out.kept_frames, seconds=seconds, seconds_per_step=seconds / opts.steps,
-                          rank=rank)
+                          kept_frames=out.kept_frames, seconds=seconds, seconds_per_step=seconds / request.steps,
+                          rank=ctx.rank)
     return _Made(result, out.videos[0])
 
 
-def _load_pipeline(opts: SampleOptions, dirs: dict[str, Path], ctx, dtype, hidden_size: int):
+def _text_pipeline(request: SampleRequest, dirs: dict[str, Path], ctx, dtype):
+    """The pipeline with only its text encoder and scheduler: the other models load once the prompts are
+    encoded and the encoder is gone."""
+    from opensora_cli.models.text_encoder import TextEncoder
+    from opensora_cli.pipelines.pipeline_inpaint import OpenSoraInpaintPipeline
+    from opensora_cli.pipelines.schedulers import make_scheduler
+
+    # padded to the longer of prompt and negative prompt, not 512: same video, less work per step
+    text_encoder = TextEncoder.from_pretrained(dirs["text_encoder"], dtype=dtype, device=ctx.device,
+                                               padding="longest")
+    pipe = OpenSoraInpaintPipeline(text_encoder=text_encoder, vae=None, transformer=None,
+                                   scheduler=make_scheduler(request.sampler))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _load_models(pipe, request: SampleRequest, dirs: dict[str, Path], ctx, dtype, hidden_size: int) -> None:
     from opensora_cli.errors import ModelLoadError
     from opensora_cli.models.autoencoder_wfvae import WFVAEModel
     from opensora_cli.models.loading import load_pretrained
     from opensora_cli.models.transformer_opensora import OpenSoraInpaint_v1_3
-    from opensora_cli.pipelines.pipeline_inpaint import OpenSoraInpaintPipeline
-    from opensora_cli.pipelines.schedulers import make_scheduler
 
-    target = "cpu" if opts.cpu_offload else ctx.device
+    target = "cpu" if request.cpu_offload else ctx.device
     transformer = load_pretrained(OpenSoraInpaint_v1_3, dirs["transformer"], dtype=dtype, device=target)
     if transformer.config.caption_channels != hidden_size:
         raise ModelLoadError(
@@ -551,25 +520,18 @@ def _load_pipeline(opts: SampleOptions, dirs: dict[str, Path], ctx, dtype, hidde
             f"{transformer.config.caption_channels} — use the text encoder the transformer was trained with"
         )
     vae = load_pretrained(WFVAEModel, dirs["vae"], dtype=dtype, device=target)
-    if opts.vae_tiling:
+    if request.vae_tiling:
         vae.enable_tiling()
-    if opts.compile:  # each transformer block compiled once and reused by all 32 (about 10 % faster on a GPU)
+    if request.compile:  # each transformer block compiled once and reused by all 32 (about 10 % faster on a GPU)
         transformer.compile_repeated_blocks()
-    pipe = OpenSoraInpaintPipeline(text_encoder=None, vae=vae, transformer=transformer,
-                                   scheduler=make_scheduler(opts.sampler))
-    if opts.cpu_offload:
+    pipe.register_modules(vae=vae, transformer=transformer)
+    if request.cpu_offload:
         pipe.enable_model_cpu_offload(device=ctx.device)
-    if opts.sp:
-        from opensora_cli.distributed.sequence_parallel import SequenceParallelAttnProcessor
-
-        transformer.set_attn_processor(SequenceParallelAttnProcessor(ctx))
-        pipe.sequence_parallel = ctx
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    if request.sp:
+        pipe.enable_sequence_parallel(ctx)
 
 
-def _write_outputs(frames, result: SampleResult, job: Job, opts: SampleOptions, dirs: dict[str, Path], ctx,
-                   dtype) -> None:
+def _write_outputs(frames, result: SampleResult, job: Job, request: SampleRequest, ctx) -> None:
     """The video, then its sidecar (the request plus run facts). A failure of either leaves neither: the
     sidecar is what marks an output finished, and a video without one is removed."""
     from opensora_cli.utils.io import atomic_path
@@ -579,16 +541,16 @@ def _write_outputs(frames, result: SampleResult, job: Job, opts: SampleOptions, 
         "opensora_cli_version": __version__,
         "video": result.video.name,
         **job.request,
-        "base_seed": opts.seed,
+        "base_seed": request.seed,
         "kept_frames": result.kept_frames,
         "device": str(ctx.device),
         "world_size": ctx.world_size,
-        "sequence_parallel": opts.sp,
+        "sequence_parallel": request.sp,
         "seconds": round(result.seconds, 3),
     }
     text = json.dumps(sidecar, indent=2) + "\n"
     try:
-        write_video(result.video, frames, opts.fps)
+        write_video(result.video, frames, request.fps)
         with atomic_path(result.sidecar) as tmp:
             tmp.write_text(text)
     except BaseException as exc:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -37,21 +37,37 @@ from opensora_cli.schemas.resolution import (
     aspect_crop_box,
 )
 
+RequestT = TypeVar("RequestT", bound=InputsRequest)
 _TRAINED_STRIDE = 32
 # Files at least this big are decoded in threads (see LineChecker._probe_all).
 _LARGE_FILE_BYTES = 64 * 1024
 
 
 def validate_inputs(options: Mapping[str, Any]) -> ValidationReport:
-    """Check the inputs of a sampling run.
+    """Check the inputs of a sampling run, with the defaults `sample` would use (see `resolve_fields`).
 
     Args:
-        options: the fields of `InputsRequest` as given on the command line (unchecked).
+        options: the fields of `InputsRequest` as given on the command line (unchecked), None where not given.
 
     Returns:
-        A report with every problem and warning, and one item per line that could be paired.
+        A report with every problem and warning, one item per line that could be paired, and the memory
+        estimate of its largest video.
     """
-    request, problems = build_request(options)
+    from opensora_cli.services.model_folders import resolve_fields
+
+    request, problems = build_request(resolve_fields(options))
+    report = check_inputs(request, problems)
+    report.memory = estimate_memory(report, request)
+    return report
+
+
+def check_inputs(request: InputsRequest, problems: Sequence[Problem] = ()) -> ValidationReport:
+    """The checks of `validate-inputs` on a resolved request (an invalid field is None: its checks are skipped).
+
+    Args:
+        problems: those already found in the request's fields; reported with the rest.
+    """
+    problems = list(problems)
     warnings: list[Problem] = []
 
     if request.mask_config is not None:
@@ -112,17 +128,22 @@ def _order(problem: Problem) -> tuple:
     return (not problem.file.startswith("--"), problem.file, problem.line or 0)
 
 
-def build_request(options: Mapping[str, Any]) -> tuple[InputsRequest, list[Problem]]:
-    """Validate the options; an invalid field becomes None so that checks not needing it still run."""
+def build_request(options: Mapping[str, Any], model: type[RequestT] = InputsRequest) -> tuple[RequestT, list[Problem]]:
+    """Validate the options; an invalid field becomes None so that checks not needing it still run.
+
+    A problem with an input field reads `--field: what`; one with a generation option (a `SampleRequest`
+    field) starts with the value received, `--steps: 0: ...`.
+    """
     try:
-        return InputsRequest.model_validate(dict(options)), []
+        return model.model_validate(dict(options)), []
     except ValidationError as exc:
-        problems = problems_from(exc)
+        values = {k: v for k, v in options.items() if k not in InputsRequest.model_fields}
+        problems = problems_from(exc, values=values)
         bad = {str(error["loc"][0]) if error["loc"] else "options" for error in exc.errors()}
-        defaults = {name: info.default for name, info in InputsRequest.model_fields.items()}
+        defaults = {name: info.default for name, info in model.model_fields.items()}
         fields = {**defaults, **{k: v for k, v in options.items() if k in defaults}}
         fields.update({name: None for name in bad})
-        return InputsRequest.model_construct(**fields), problems
+        return model.model_construct(**fields), problems
 
 
 def read_lines(path: Path | None, option: str) -> tuple[list[str] | None, list[Problem]]:
@@ -347,24 +368,18 @@ class LineChecker:
         return size
 
 
-def estimate_memory(report: ValidationReport, inputs: Mapping[str, Any], model: Path | None) -> dict | None:
+def estimate_memory(report: ValidationReport, request: InputsRequest) -> dict | None:
     """What `opensora sample` will estimate for the largest video of the report (services/memory.py), for a
-    CPU in fp32 and an accelerator in bf16 (validate-inputs knows no device); None without model folders.
-
-    Args:
-        inputs: the resolved inputs (num_frames, height, width); model: as `--model` (None: the bundled one).
-    """
-    from opensora_cli.schemas.sample import SampleOptions
+    CPU in fp32 and an accelerator in bf16 (validate-inputs knows no device); None without model folders."""
     from opensora_cli.services import memory
-    from opensora_cli.services.model_folders import bundled_model_dir, resolve_model_dirs
+    from opensora_cli.services.model_folders import resolve_model_dirs
     from opensora_cli.utils.system import available_host_memory
 
-    dirs, problems = resolve_model_dirs(SampleOptions(model=model or bundled_model_dir()))
-    sizes = [item.output_size for item in report.items if item.output_size]
-    if problems or not sizes or inputs.get("num_frames") is None:
+    dirs, problems = resolve_model_dirs(request.model)
+    if problems or not any(item.output_size for item in report.items) or request.num_frames is None:
         return None
-    height, width = max(sizes, key=lambda hw: hw[0] * hw[1])
-    frames = inputs["num_frames"]
+    height, width = memory.largest_output(report.items, request)
+    frames = request.num_frames
     try:
         cpu = memory.estimate(dirs, frames, height, width, "fp32", "cpu", True, True)
         gpu = memory.estimate(dirs, frames, height, width, "bf16", "cuda", True, True)

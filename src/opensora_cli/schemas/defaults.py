@@ -1,0 +1,28 @@
+"""The defaults of `sample` and `validate-inputs`, in one table: the request schemas take their field defaults
+from it and the command-line help quotes it. Plain values, no imports, so that `--help` stays fast.
+
+`RELEASED` are the released model's; a model folder's `opensora_defaults.json` may replace them (see
+`services.model_folders.resolve_fields`). `SAMPLE` are the same for every model.
+"""
+
+RELEASED = {
+    "num_frames": 93,
+    "crop_for_hw": False,
+    "max_hxw": 236_544,
+    "steps": 100,
+    "guidance_scale": 7.5,
+    "sampler": "EulerAncestralDiscrete",
+    "negative_prompt": None,  # None = the reference's negative prompt
+    "prompt_template": True,
+    "fps": 18,
+}
+
+SAMPLE = {
+    "output_dir": "samples",
+    "guidance_rescale": 0.0,
+    "seed": 1234,
+    "num_samples_per_prompt": 1,
+    "noise_strength": 0.0,
+    "nproc": 1,
+    "vae_tiling": True,
+}

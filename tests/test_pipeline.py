@@ -1,0 +1,141 @@
+"""`OpenSoraInpaintPipeline` as a Python user drives it: a bundle through `from_pretrained`, diffusers' call
+conventions, and golden slices that catch a refactor at the pixel level (diffusers' `expected_slice` habit).
+
+The slices were recorded from the pipeline before the request -> plan -> run restructuring; any change of the
+numbers (beyond float noise) is a change of behaviour.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from opensora_cli.masks.patterns import as_random
+from opensora_cli.models.registry import write_random_model_folder
+from opensora_cli.pipelines.pipeline_inpaint import OpenSoraInpaintPipeline, OpenSoraPipelineOutput
+from opensora_cli.pipelines.schedulers import make_scheduler
+from opensora_cli.services.model_folders import bundled_model_dir
+
+MEDIA = Path(__file__).resolve().parents[1] / "examples" / "demo"
+DEMO_SLICE = [  # videos[0, :, -1, -3:, -3:] ("pt"), i2v on the demo model
+    0.2483, 0.2432, 0.2437, 0.2479, 0.2358, 0.2444, 0.2541, 0.2491, 0.2581, 0.1699, 0.1641, 0.1562, 0.1716, 0.1663,
+    0.165, 0.1708, 0.1669, 0.1785, 0.0995, 0.1009, 0.0976, 0.1141, 0.1092, 0.1158, 0.1175, 0.1274, 0.1153,
+]
+RANDOM_SLICE = [  # latents[0, :4, 1, -2:, -2:], transition in arbitrary-resolution mode on a random tiny model
+    0.7728, 0.5403, 0.063, -0.4289, -3.6889, 1.1743, -4.3839, -2.8824, 0.6296, -2.0119, -0.3892, 0.1045, 3.7125,
+    2.4162, 1.267, 0.8432,
+]
+I2V = dict(conditions=[str(MEDIA / "i2v.png")], num_frames=9, height=64, width=96, crop_for_hw=True,
+           num_inference_steps=4, guidance_scale=4.5, negative_prompt="", use_prompt_template=False)
+PROMPT = "a yellow triangle moves to the right"
+
+
+@pytest.fixture(scope="module")
+def demo_pipe():
+    return OpenSoraInpaintPipeline.from_pretrained(bundled_model_dir())
+
+
+@pytest.fixture(scope="module")
+def random_bundle(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bundle")
+    write_random_model_folder(folder, seed=5)  # no model_index.json: read by its folder names
+    return folder
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_demo_model_golden_slice(demo_pipe):
+    out = demo_pipe(PROMPT, generator=generator(0), output_type="pt", **I2V)
+    assert isinstance(out, OpenSoraPipelineOutput) and out.mask_type == "i2v" and out.kept_frames == [0]
+    assert tuple(out.videos.shape) == (1, 3, 9, 64, 96)
+    torch.testing.assert_close(out.videos[0, :, -1, -3:, -3:].flatten(), torch.tensor(DEMO_SLICE), atol=2e-4, rtol=0)
+
+
+def test_random_model_golden_slice_arbitrary_resolution(random_bundle):
+    pipe = OpenSoraInpaintPipeline.from_pretrained(random_bundle, sampler="DDPM")
+    out = pipe("a red square", conditions=[str(MEDIA / "transition_first.png"), str(MEDIA / "transition_last.png")],
+               num_frames=9, max_hxw=4096, num_inference_steps=3, guidance_scale=3.0, guidance_rescale=0.5,
+               negative_prompt="blur", noise_strength=0.2, generator=generator(7), output_type="latent")
+    assert tuple(out.videos.shape) == (1, 8, 3, 4, 8) and out.mask_type == "transition"
+    torch.testing.assert_close(out.videos[0, :4, 1, -2:, -2:].flatten(), torch.tensor(RANDOM_SLICE), atol=1e-3,
+                               rtol=1e-4)
+
+
+def test_from_pretrained_reads_model_index_and_can_leave_the_text_encoder_out(demo_pipe):
+    assert (bundled_model_dir() / "model_index.json").is_file()
+    assert type(demo_pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"  # the bundle's sampler
+    without_text = OpenSoraInpaintPipeline.from_pretrained(bundled_model_dir(), text_encoder=False)
+    assert without_text.text_encoder is None
+    embeds = demo_pipe.encode_prompt(PROMPT, "", True, use_template=False)
+    a = demo_pipe(PROMPT, generator=generator(3), **I2V)
+    b = without_text(PROMPT, generator=generator(3), prompt_embeds=embeds, **I2V)
+    assert (a.videos == b.videos).all()
+
+
+def test_return_dict_false_gives_the_output_fields_as_a_tuple(demo_pipe):
+    out = demo_pipe(PROMPT, generator=generator(1), output_type="latent", **I2V)
+    videos, mask_type, kept = demo_pipe(PROMPT, generator=generator(1), output_type="latent", return_dict=False, **I2V)
+    assert torch.equal(videos, out.videos) and mask_type == out.mask_type and kept == out.kept_frames
+
+
+def test_given_latents_are_the_initial_noise(demo_pipe):
+    # DDIM draws no noise in its steps, so the generator's only other use would be the initial noise
+    ddim = OpenSoraInpaintPipeline(None, demo_pipe.vae, demo_pipe.transformer, make_scheduler("DDIM"))
+    embeds = demo_pipe.encode_prompt(PROMPT, "", True, use_template=False)
+    drawn = ddim(PROMPT, generator=generator(2), prompt_embeds=embeds, output_type="latent", **I2V).videos
+    source = generator(2)
+    as_random(source)  # the pipeline's first draw: the seed of its mask randomness (see masks.patterns.as_random)
+    noise = torch.randn(drawn.shape, generator=source)
+    given = ddim(PROMPT, latents=noise, prompt_embeds=embeds, output_type="latent", **I2V).videos
+    assert torch.equal(drawn, given)
+    with pytest.raises(ValueError, match="latents have shape"):
+        ddim(PROMPT, latents=noise[:, :, :1], prompt_embeds=embeds, **I2V)
+
+
+def test_callback_on_step_end_sees_and_replaces_latents(demo_pipe):
+    seen = []
+
+    def record(pipe, index, timestep, tensors):
+        seen.append((index, pipe.num_timesteps, tuple(tensors["latents"].shape)))
+        return tensors
+
+    plain = demo_pipe(PROMPT, generator=generator(4), output_type="latent", **I2V).videos
+    watched = demo_pipe(PROMPT, generator=generator(4), output_type="latent", callback_on_step_end=record,
+                        **I2V).videos
+    assert torch.equal(plain, watched)
+    assert [index for index, _, _ in seen] == [0, 1, 2, 3] and {steps for _, steps, _ in seen} == {4}
+    assert seen[0][2] == tuple(plain.shape)
+
+    def zero_last(pipe, index, timestep, tensors):
+        return {"latents": torch.zeros_like(tensors["latents"])} if index == pipe.num_timesteps - 1 else {}
+
+    zeroed = demo_pipe(PROMPT, generator=generator(4), output_type="latent", callback_on_step_end=zero_last, **I2V)
+    assert not zeroed.videos.any()
+    with pytest.raises(ValueError, match="callback tensor inputs"):
+        demo_pipe(PROMPT, callback_on_step_end=record, callback_on_step_end_tensor_inputs=["noise"], **I2V)
+
+
+def test_a_list_of_generators_gives_each_video_its_own(demo_pipe):
+    one = demo_pipe(PROMPT, generator=generator(5), output_type="pt", **I2V).videos
+    listed = demo_pipe(PROMPT, generator=[generator(5)], output_type="pt", **I2V).videos
+    assert torch.equal(one, listed)
+    other = demo_pipe(PROMPT, generator=generator(6), output_type="pt", **I2V).videos
+    batch = demo_pipe(PROMPT, generator=[generator(5), generator(6)], num_videos_per_prompt=2, output_type="pt",
+                      **I2V).videos
+    torch.testing.assert_close(batch, torch.cat([one, other]), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="2 generators for 3 videos"):
+        demo_pipe(PROMPT, generator=[generator(5), generator(6)], num_videos_per_prompt=3, **I2V)
+
+
+def test_a_planned_size_must_be_the_one_the_inputs_give(random_bundle):
+    pipe = OpenSoraInpaintPipeline.from_pretrained(random_bundle)
+    args = dict(conditions=[str(MEDIA / "i2v.png")], num_frames=5, max_hxw=4096, num_inference_steps=1,
+                guidance_scale=1.0, generator=generator(0), output_type="latent")
+    height, width = (8 * side for side in pipe("x", **args).videos.shape[-2:])  # the VAE's 8x
+    assert pipe("x", height=height, width=width, **args).mask_type == "i2v"
+    with pytest.raises(ValueError, match=f"give a {height}x{width} video, not {height + 16}x{width}"):
+        pipe("x", height=height + 16, width=width, **args)
