@@ -13,35 +13,23 @@ from opensora_cli.schemas.train import TrainConfig, load_train_config
 
 def resolve_train_dirs(config: TrainConfig) -> tuple[dict[str, Path], list[Problem]]:
     """VAE and text-encoder folders (given, or from a `--model` bundle / siblings), and the transformer folder
-    when `--model` is a folder rather than a preset name."""
+    when `--model` is a folder rather than a preset name (see `services.model_folders.find_model_folders`)."""
     from opensora_cli.models.registry import PRESETS
+    from opensora_cli.services.model_folders import find_model_folders
 
     problems: list[Problem] = []
-    dirs: dict[str, Path] = {}
-    base: Path | None = None
+    model = None
     if config.model not in PRESETS:
         folder = Path(config.model)
-        bundle = (folder / "transformer" / "config.json").is_file()
-        if bundle or (folder / "config.json").is_file():
-            dirs["transformer"] = folder / "transformer" if bundle else folder
-            base = folder if bundle else folder.parent
+        if (folder / "transformer" / "config.json").is_file() or (folder / "config.json").is_file():
+            model = folder
         else:
             from opensora_cli.schemas.problems import did_you_mean
 
             problems.append(Problem.of("--model", None, f"'{config.model}' is neither a model folder nor a preset",
                                        did_you_mean(config.model, tuple(PRESETS))))
-    for kind, names in (("vae", ("vae",)), ("text_encoder", ("text_encoder", "mt5-xxl"))):
-        given = getattr(config, kind)
-        if given is None and base is not None:
-            given = next((base / n for n in names if (base / n / "config.json").is_file()), None)
-        flag = "--" + kind.replace("_", "-")
-        if given is None:
-            problems.append(Problem.of(flag, None, f"no {kind.replace('_', ' ')} folder", f"pass {flag} DIR"))
-        elif not (Path(given) / "config.json").is_file():
-            problems.append(Problem.of(flag, None, f"'{given}' is not a model folder (no config.json)",
-                                       "point to the folder that holds config.json and the weights"))
-        else:
-            dirs[kind] = Path(given)
+    dirs, folder_problems = find_model_folders(model, {"vae": config.vae, "text_encoder": config.text_encoder})
+    problems += folder_problems
     pretrained = config.pretrained_transformer_model_path
     if pretrained is not None and not pretrained.exists():
         problems.append(Problem.of("--pretrained-transformer-model-path", None, f"'{pretrained}' does not exist",
