@@ -15,17 +15,15 @@ import numpy as np
 import pytest
 import torch
 
+from opensora_cli.data.annotations import DataProblem, clip_length, load_data_description
 from opensora_cli.data.bucketing import BucketBatchSampler
 from opensora_cli.data.dataset import (
     DEFAULT_IMAGE_TEXT,
     DEFAULT_VIDEO_TEXT,
-    DataProblem,
     VideoTextDataset,
     choose_caption,
-    clip_length,
     collate,
     drop_text,
-    load_data_description,
     sample_frame_indices,
 )
 from opensora_cli.errors import InputError
