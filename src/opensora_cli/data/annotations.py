@@ -4,9 +4,9 @@
         for position, raw in enumerate(read_annotation(annotation, f"data.txt:{line_no}"), start=1):
             record = check_record(raw, root, rules, position, annotation)  # a Record, or a DataProblem
 
-The record fields are those of `schemas.data` (checked there by pydantic); this module adds what depends on the
-training options: the bucket size and the frames one sample takes. No media is read, so 100k records take about
-three seconds. No torch. Differences from the reference, on purpose:
+The record fields are those of `schemas.data` (checked there by pydantic); this module adds what depends on
+the training options: the bucket size and the frames one sample takes. No media is read, so 100k records take
+about three seconds. No torch. Differences from the reference, on purpose:
 - every image/video extension of `schemas.data` is accepted (the reference only took .mp4 and .jpg);
 - `fps` defaults to 24 everywhere (the reference defaulted it when filtering but required it when reading);
 - `cut` = [start, end]: frames are taken from `start` on; `end` is ignored, as in the reference, since
@@ -36,7 +36,8 @@ from opensora_cli.schemas.resolution import MAX_ASPECT, MIN_ASPECT, max_hxw_resi
 # The VAE compresses 1 + 4k frames to 1 + k latents; the reference trained on clips of 29..93 frames.
 VAE_STRIDE_T = 4
 MIN_VIDEO_FRAMES = 29
-# A video more than this many times longer than the span one sample needs is dropped, as the reference's filter does.
+# A video more than this many times longer than the span one sample needs is dropped, as the reference's
+# filter does.
 TOO_LONG_FACTOR = 5
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 
