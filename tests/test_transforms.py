@@ -16,7 +16,7 @@ from opensora_cli.data.transforms import (
 )
 from opensora_cli.schemas.resolution import max_hxw_resize
 
-from .conftest import GOLDENS
+from .helpers import GOLDENS
 
 
 @pytest.fixture(scope="module")

@@ -155,13 +155,19 @@ def build(name: str, device: torch.device | str | None = None, dtype: torch.dtyp
     return model.to(dtype) if dtype is not None else model
 
 
-def _randomise_(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """Give every parameter non-trivial random values (zero-initialised branches included), scaled by fan-in,
-    so that a random model exercises every path; norm weights near 1."""
+def randomise_weights_(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Give every trainable parameter non-trivial random values (zero-initialised branches included), in place,
+    so that a random model exercises every path.
+
+    Args:
+        model: its matrices get N(0, 1 / fan-in), norm weights 1 + N(0, 0.01), other vectors N(0, 0.0025);
+            frozen parameters (the VAE's Haar filters) keep their values.
+        generator: all the randomness; parameters are visited in name order, so the result depends on it alone.
+    """
     with torch.no_grad():
         for name, param in sorted(model.named_parameters()):
             if not param.requires_grad:
-                continue  # fixed filters (the VAE's Haar transforms) keep their values
+                continue
             if param.dim() >= 2:
                 fan_in = param[0].numel()
                 param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
@@ -198,7 +204,7 @@ def write_random_model_folder(
     caption_channels = None
     if text_encoder is not None:
         text = build(text_encoder)
-        _randomise_(text, generator)
+        randomise_weights_(text, generator)
         caption_channels = text.config.d_model
         paths["text_encoder"] = root / "text_encoder"
         text.save_pretrained(paths["text_encoder"], safe_serialization=True)
@@ -208,7 +214,7 @@ def write_random_model_folder(
             continue
         overrides = {"caption_channels": caption_channels} if kind == "transformer" and caption_channels else {}
         model = build(name, **overrides)
-        _randomise_(model, generator)
+        randomise_weights_(model, generator)
         paths[kind] = root / kind
         # Like the released folders: the transformer may be sharded, the VAE is one file.
         shard = max_shard_size if kind == "transformer" else "100GB"
