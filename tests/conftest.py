@@ -1,48 +1,26 @@
-"""Shared fixtures: media files made in the test, and running the real CLI in-process or as the installed command."""
+"""Shared fixtures: media files made in the test, running the real CLI in-process or as the installed command, and
+a tiny model folder with a small training set for the `opensora train` tests."""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-GOLDENS = Path(__file__).parent / "goldens"
-REPO = Path(__file__).parent.parent
+from .helpers import (
+    TEST_CRF,
+    Result,
+    moving_square,
+    opensora_executable,
+    write_frames,
+    write_image,
+    write_video,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def write_image(path: Path, height: int, width: int, color=(200, 30, 30)) -> Path:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = np.zeros((height, width, 3), np.uint8)
-    image[...] = color
-    image[: height // 2, : width // 2] = (255 - np.array(color)).astype(np.uint8)  # not flat: resizes show
-    Image.fromarray(image).save(path)
-    return path
-
-
-def write_video(path: Path, frames: int, height: int = 64, width: int = 96) -> Path:
-    import imageio.v2 as imageio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = [np.full((height, width, 3), (i * 7) % 255, np.uint8) for i in range(frames)]
-    imageio.mimwrite(path, data, fps=8, codec="libx264", quality=8, macro_block_size=16)
-    return path
 
 
 @pytest.fixture
@@ -82,13 +60,6 @@ def cli(capsys, monkeypatch, tmp_path):
     return run
 
 
-def opensora_executable() -> str:
-    found = shutil.which("opensora", path=os.path.dirname(sys.executable)) or shutil.which("opensora")
-    if found is None:
-        pytest.fail("the `opensora` console script is not installed in this environment (pip install -e .)")
-    return found
-
-
 @pytest.fixture
 def installed_cli(tmp_path):
     """Run the installed `opensora` console script as a subprocess."""
@@ -101,3 +72,40 @@ def installed_cli(tmp_path):
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A random tiny model folder (transformer, vae, text_encoder) for training; sampling tests use their own."""
+    from opensora_cli.models.registry import write_random_model_folder
+
+    root = tmp_path_factory.mktemp("model")
+    write_random_model_folder(root, seed=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    """A data description file: 8 clips (21 frames, 64x96) of squares moving left or right, and 2 stills."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data")
+    (root / "videos").mkdir()
+    records = []
+    colors = [(220, 40, 40), (40, 220, 40), (40, 40, 220), (220, 220, 40)]
+    for i in range(8):
+        name = f"videos/clip{i}.mp4"
+        write_frames(root / name, moving_square(21, 64, 96, colors[i % 4], 1 if i % 2 else -1), 8, crf=TEST_CRF,
+                     macro_block_size=16)
+        direction = "right" if i % 2 else "left"
+        records.append({"path": name, "cap": f"a coloured square moves {direction}", "num_frames": 21, "fps": 8,
+                        "resolution": {"height": 64, "width": 96}})
+    for i in range(2):
+        name = f"videos/still{i}.png"
+        Image.fromarray(moving_square(1, 64, 96, colors[i], 1)[0]).save(root / name)
+        records.append({"path": name, "cap": ["a square", "a coloured square"],
+                        "resolution": {"height": 64, "width": 96}})
+    (root / "anno.json").write_text(json.dumps(records))
+    data = root / "data.txt"
+    data.write_text(f"{root},{root / 'anno.json'}\n")
+    return data

@@ -105,7 +105,7 @@ def main(out_dir: str) -> int:
 
 def run_cases(ctx) -> dict:
     model = registry.build("OpenSoraInpaint_v1_3-tiny")
-    registry._randomise_(model, torch.Generator().manual_seed(0))
+    registry.randomise_weights_(model, torch.Generator().manual_seed(0))
     ranks = [None] * ctx.world_size
     dist.all_gather_object(ranks, (int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])), group=ctx.group)
     report = {

@@ -7,15 +7,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO
-
-NO_HEAVY_IMPORTS = """
-import sys
-from opensora_cli.cli.app import main
-code = main({args!r})
-heavy = sorted(m for m in ("torch", "diffusers", "transformers", "accelerate") if m in sys.modules)
-print("HEAVY:", heavy, "CODE:", code)
-"""
+from .helpers import NO_HEAVY_IMPORTS, REPO
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ def _terminal_console() -> Console:
 
 def test_train_reporter_in_a_log_prints_no_tags_and_file_names_as_written():
     from opensora_cli.cli.progress import RichTrainReporter
-    from opensora_cli.data.dataset import DataProblem
+    from opensora_cli.data.annotations import DataProblem
 
     reporter = RichTrainReporter()
     reporter.console = _log_console()

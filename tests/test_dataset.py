@@ -15,24 +15,22 @@ import numpy as np
 import pytest
 import torch
 
+from opensora_cli.data.annotations import DataProblem, clip_length, load_data_description
 from opensora_cli.data.bucketing import BucketBatchSampler
 from opensora_cli.data.dataset import (
     DEFAULT_IMAGE_TEXT,
     DEFAULT_VIDEO_TEXT,
-    DataProblem,
     VideoTextDataset,
     choose_caption,
-    clip_length,
     collate,
     drop_text,
-    load_data_description,
     sample_frame_indices,
 )
 from opensora_cli.errors import InputError
 from opensora_cli.schemas.mask_config import MaskConfig
 from opensora_cli.schemas.masks import IMAGE_MASK_TYPES
 
-from .conftest import write_image
+from .helpers import write_frames, write_image
 
 SMALL = dict(num_frames=17, max_hxw=6144, min_hxw=1024, hw_stride=16, train_fps=15.0)
 VIDEO_FRAMES, VIDEO_H, VIDEO_W = 40, 96, 128
@@ -46,16 +44,11 @@ def background_level(i: int) -> int:
 
 def write_square_video(path: Path, frames: int = VIDEO_FRAMES) -> Path:
     """Frame i: grey background of level 5i + 20 and a coloured 16x16 square moving right by 2 px per frame."""
-    import imageio.v2 as imageio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = []
+    data = np.empty((frames, VIDEO_H, VIDEO_W, 3), np.uint8)
     for i in range(frames):
-        frame = np.full((VIDEO_H, VIDEO_W, 3), background_level(i), np.uint8)
-        frame[48:64, 2 * i : 2 * i + 16] = (230, 40, 90)
-        data.append(frame)
-    imageio.mimwrite(path, data, fps=30, codec="libx264", quality=9, macro_block_size=16)
-    return path
+        data[i] = background_level(i)
+        data[i, 48:64, 2 * i : 2 * i + 16] = (230, 40, 90)
+    return write_frames(path, data, 30, crf=5, macro_block_size=16)  # CRF 5 (imageio's quality 9): near lossless
 
 
 @pytest.fixture(scope="module")

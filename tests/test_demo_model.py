@@ -14,7 +14,7 @@ from safetensors import safe_open
 import opensora_cli
 from opensora_cli.services.model_folders import bundled_model_dir
 
-from .conftest import REPO
+from .helpers import REPO
 
 DEMO = Path(opensora_cli.__file__).parent / "demo_model"
 PARTS = ("transformer", "vae", "text_encoder")

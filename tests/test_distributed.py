@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,8 @@ from opensora_cli.distributed.launch import is_distributed_child, launch
 from opensora_cli.distributed.sequence_parallel import check_sequence_parallel, gather_time, shard_time
 from opensora_cli.errors import MissingDependencyError, UsageError
 
-REPO = Path(__file__).parent.parent
+from .helpers import REPO
+
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 

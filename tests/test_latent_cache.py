@@ -10,7 +10,7 @@ import torch
 from opensora_cli.models.registry import build
 from opensora_cli.training.latent_cache import LatentCache
 
-from .test_train import data_file, model_dir, train_args  # noqa: F401  (module fixtures)
+from .helpers import train_args
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_the_cache_stays_within_its_memory_dropping_the_oldest(vae):
     assert cache.misses == 4
 
 
-def test_training_with_the_cache_gives_the_same_losses(cli, data_file, model_dir, tmp_path):  # noqa: F811
+def test_training_with_the_cache_gives_the_same_losses(cli, data_file, model_dir, tmp_path):
     common = ("--max-train-steps", "12", "--checkpointing-steps", "12", "--vae-posterior-mean")
     plain = cli(*train_args(data_file, model_dir, tmp_path / "plain", *common))
     cached = cli(*train_args(data_file, model_dir, tmp_path / "cached", *common, "--latent-cache-mib", "64"))
@@ -74,7 +74,7 @@ def test_training_with_the_cache_gives_the_same_losses(cli, data_file, model_dir
     assert cached_run["losses"] == pytest.approx(plain_run["losses"], rel=1e-4, abs=1e-6)
 
 
-def test_the_cache_refuses_posterior_samples(cli, data_file, model_dir, tmp_path):  # noqa: F811
+def test_the_cache_refuses_posterior_samples(cli, data_file, model_dir, tmp_path):
     result = cli(*train_args(data_file, model_dir, tmp_path / "out", "--latent-cache-mib", "64"))
     assert result.code == 1
     text = result.out + result.err

@@ -15,7 +15,7 @@ from opensora_cli.masks.noise import GaussianNoiseAdder
 from opensora_cli.masks.processor import MaskProcessor
 from opensora_cli.schemas.mask_config import MaskConfig
 
-from .conftest import GOLDENS
+from .helpers import GOLDENS
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from opensora_cli.models import registry
 from opensora_cli.services import memory
 from opensora_cli.services.model_folders import bundled_model_dir
 
-from .conftest import REPO
+from .helpers import REPO
 
 DEMO = bundled_model_dir()
 DIRS = {kind: DEMO / kind for kind in ("transformer", "vae", "text_encoder")}

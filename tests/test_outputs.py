@@ -14,7 +14,7 @@ from opensora_cli.models.registry import write_random_model_folder
 from opensora_cli.services import outputs
 from opensora_cli.utils.io import atomic_path, part_owner
 
-from .conftest import opensora_executable, write_image
+from .helpers import opensora_executable, write_image
 
 FAST = ["--steps", "2", "--num-frames", "5", "--crop-for-hw", "--height", "64", "--width", "96", "--fps", "8"]
 

@@ -10,7 +10,7 @@ import pytest
 
 from opensora_cli.services.model_folders import bundled_model_dir
 
-from .conftest import REPO, write_image
+from .helpers import REPO, write_image
 
 DEMO = REPO / "examples" / "demo"
 

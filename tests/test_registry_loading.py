@@ -14,7 +14,7 @@ from opensora_cli.models.loading import INDEX_NAME, load_pretrained, read_state_
 from opensora_cli.models.registry import PRESETS, build, get_preset, write_random_model_folder
 from opensora_cli.models.transformer_opensora import OpenSoraInpaint_v1_3, OpenSoraT2V_v1_3
 
-from .conftest import GOLDENS
+from .helpers import GOLDENS
 
 
 def keys_json(name: str) -> dict:

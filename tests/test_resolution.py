@@ -8,7 +8,7 @@ import pytest
 
 from opensora_cli.schemas.resolution import arbitrary_output_size, max_hxw_resize, stride_crop_box
 
-from .conftest import GOLDENS
+from .helpers import GOLDENS
 
 TABLE = json.loads((GOLDENS / "resize" / "maxhwresize.json").read_text())
 

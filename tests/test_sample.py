@@ -10,7 +10,7 @@ import torch
 
 from opensora_cli.models.registry import write_random_model_folder
 
-from .conftest import write_image, write_video
+from .helpers import write_image, write_video
 
 FAST = ["--steps", "3", "--num-frames", "9", "--crop-for-hw", "--height", "64", "--width", "96", "--fps", "8"]
 

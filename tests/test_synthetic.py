@@ -33,8 +33,7 @@ from opensora_cli.services.evaluation import (
     track_shape,
 )
 
-from .conftest import REPO
-from .test_cli_basics import NO_HEAVY_IMPORTS
+from .helpers import NO_HEAVY_IMPORTS, REPO
 
 
 @pytest.fixture(scope="module")

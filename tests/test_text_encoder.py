@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from opensora_cli.errors import ModelLoadError
-from opensora_cli.models.registry import _randomise_, build
+from opensora_cli.models.registry import build, randomise_weights_
 from opensora_cli.models.text_encoder import (
     DEFAULT_NEGATIVE_PROMPT,
     POSITIVE_TEMPLATE,
@@ -20,7 +20,7 @@ from opensora_cli.models.text_encoder import (
 def folder(tmp_path_factory):
     path = tmp_path_factory.mktemp("t5")
     model = build("t5-tiny")
-    _randomise_(model, torch.Generator().manual_seed(0))
+    randomise_weights_(model, torch.Generator().manual_seed(0))
     model.save_pretrained(path, safe_serialization=True)
     transformers.ByT5Tokenizer().save_pretrained(path)
     return path
@@ -82,7 +82,7 @@ def test_padding_to_the_longest_prompt_changes_nothing_downstream(folder):
     assert torch.allclose(states * mask[..., None], full_states[:, :, : states.shape[2]] * mask[..., None], atol=1e-5)
 
     transformer = build("OpenSoraInpaint_v1_3-tiny").eval()
-    _randomise_(transformer, torch.Generator().manual_seed(1))
+    randomise_weights_(transformer, torch.Generator().manual_seed(1))
     latents = torch.randn(2, 20, 2, 8, 12, generator=torch.Generator().manual_seed(2))
     timestep = torch.tensor([10, 700])
     with torch.no_grad():

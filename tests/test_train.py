@@ -13,60 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from opensora_cli.models.registry import write_random_model_folder
-
-from .conftest import opensora_executable
-
-
-def moving_square(frames: int, height: int, width: int, color, direction: int) -> list[np.ndarray]:
-    out = []
-    for i in range(frames):
-        frame = np.full((height, width, 3), 30, np.uint8)
-        x = (width // 2 + direction * 2 * i) % (width - 16)
-        frame[height // 2 - 8 : height // 2 + 8, x : x + 16] = color
-        out.append(frame)
-    return out
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("model")
-    write_random_model_folder(root, seed=2)
-    return root
-
-
-@pytest.fixture(scope="module")
-def data_file(tmp_path_factory):
-    import imageio.v2 as imageio
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("data")
-    (root / "videos").mkdir()
-    records = []
-    colors = [(220, 40, 40), (40, 220, 40), (40, 40, 220), (220, 220, 40)]
-    for i in range(8):
-        name = f"videos/clip{i}.mp4"
-        imageio.mimwrite(root / name, moving_square(21, 64, 96, colors[i % 4], 1 if i % 2 else -1), fps=8,
-                         codec="libx264", quality=8, macro_block_size=16)
-        direction = "right" if i % 2 else "left"
-        records.append({"path": name, "cap": f"a coloured square moves {direction}", "num_frames": 21, "fps": 8,
-                        "resolution": {"height": 64, "width": 96}})
-    for i in range(2):
-        name = f"videos/still{i}.png"
-        Image.fromarray(moving_square(1, 64, 96, colors[i], 1)[0]).save(root / name)
-        records.append({"path": name, "cap": ["a square", "a coloured square"],
-                        "resolution": {"height": 64, "width": 96}})
-    (root / "anno.json").write_text(json.dumps(records))
-    data = root / "data.txt"
-    data.write_text(f"{root},{root / 'anno.json'}\n")
-    return data
-
-
-def train_args(data_file, model_dir, output_dir, *extra):
-    return ["train", "--data", data_file, "--model", "OpenSoraInpaint_v1_3-tiny", "--vae", model_dir / "vae",
-            "--text-encoder", model_dir / "text_encoder", "--output-dir", output_dir, "--num-frames", "9",
-            "--max-hxw", "6144", "--min-hxw", "1024", "--hw-stride", "16", "--train-fps", "8",
-            "--train-batch-size", "2", "--dataloader-num-workers", "0", "--seed", "3", "--json", *extra]
+from .helpers import opensora_executable, train_args
 
 
 def run(args, env=None, timeout=300):
@@ -240,10 +187,10 @@ def test_config_file_with_overrides_and_unknown_keys(cli, data_file, model_dir, 
 
 def test_init_from_text_to_video_weights_starts_as_the_t2v_model(tmp_path):
     from opensora_cli.models.loading import init_from_pretrained
-    from opensora_cli.models.registry import _randomise_, build
+    from opensora_cli.models.registry import build, randomise_weights_
 
     t2v = build("OpenSoraT2V_v1_3-tiny")
-    _randomise_(t2v, torch.Generator().manual_seed(0))
+    randomise_weights_(t2v, torch.Generator().manual_seed(0))
     t2v.save_pretrained(tmp_path / "t2v")
     inpaint = build("OpenSoraInpaint_v1_3-tiny")
     note = init_from_pretrained(inpaint, tmp_path / "t2v")

@@ -10,7 +10,7 @@ import pytest
 
 from opensora_cli.models.registry import write_random_model_folder
 
-from .test_train import data_file, model_dir, train_args  # noqa: F401 (module-scoped fixtures)
+from .helpers import train_args
 
 
 def lines(text: str) -> list[str]:
@@ -25,7 +25,7 @@ def checkpoint_names(out) -> list[str]:
 
 
 @pytest.fixture
-def data_with_a_broken_video(data_file, tmp_path):  # noqa: F811
+def data_with_a_broken_video(data_file, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(data_file.parent, root)
     records = [r for r in json.loads((root / "anno.json").read_text()) if r["path"].endswith(".mp4")][:4]
@@ -38,7 +38,7 @@ def data_with_a_broken_video(data_file, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
-def test_a_broken_file_with_bad_data_error_is_one_line(cli, data_with_a_broken_video, model_dir, tmp_path,  # noqa: F811
+def test_a_broken_file_with_bad_data_error_is_one_line(cli, data_with_a_broken_video, model_dir, tmp_path,
                                                        workers):
     """With workers the error used to cross the process boundary as two tracebacks (torch re-creates a worker's
     exception from its formatted traceback); now it is data until the main process raises it."""
@@ -73,7 +73,7 @@ def interrupt_at(monkeypatch, at_step: int) -> None:
     monkeypatch.setattr(RichTrainReporter, "step", step)
 
 
-def test_ctrl_c_says_where_it_stopped_and_how_to_resume(cli, data_file, model_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_ctrl_c_says_where_it_stopped_and_how_to_resume(cli, data_file, model_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
     interrupt_at(monkeypatch, 3)
     result = cli(*train_args(data_file, model_dir, out, "--max-train-steps", "10", "--checkpointing-steps", "2"))
@@ -90,7 +90,7 @@ def test_ctrl_c_says_where_it_stopped_and_how_to_resume(cli, data_file, model_di
     assert "other options" not in resumed.err  # max_train_steps is meant to change on resume
 
 
-def test_ctrl_c_before_the_first_checkpoint(cli, data_file, model_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_ctrl_c_before_the_first_checkpoint(cli, data_file, model_dir, tmp_path, monkeypatch):
     interrupt_at(monkeypatch, 1)
     result = cli(*train_args(data_file, model_dir, tmp_path / "out", "--max-train-steps", "10",
                              "--checkpointing-steps", "5"))
@@ -98,7 +98,7 @@ def test_ctrl_c_before_the_first_checkpoint(cli, data_file, model_dir, tmp_path,
     assert lines(result.err)[-1].startswith("interrupted at step 1; no checkpoint yet, so the same command starts over")
 
 
-def test_ctrl_c_while_loading_points_to_the_checkpoint(data_file, model_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_ctrl_c_while_loading_points_to_the_checkpoint(data_file, model_dir, tmp_path, monkeypatch):
     from opensora_cli.models import loading
     from opensora_cli.schemas.train import TrainConfig
     from opensora_cli.training import loop
@@ -139,7 +139,7 @@ class Recorder:
         self.warnings.append(text)
 
 
-def test_resuming_with_other_options_warns_field_by_field(cli, data_file, model_dir, tmp_path):  # noqa: F811
+def test_resuming_with_other_options_warns_field_by_field(cli, data_file, model_dir, tmp_path):
     from opensora_cli.services.training import check_train_request, run_training
 
     out = tmp_path / "out"
@@ -175,7 +175,7 @@ def test_resuming_with_other_options_warns_field_by_field(cli, data_file, model_
 # -- checkpoints moved with their model folders --------------------------------------------------------------
 
 
-def test_a_checkpoint_moved_with_its_models_still_loads(cli, data_file, tmp_path):  # noqa: F811
+def test_a_checkpoint_moved_with_its_models_still_loads(cli, data_file, tmp_path):
     import os
 
     from opensora_cli.models.autoencoder_wfvae import WFVAEModel

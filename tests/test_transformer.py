@@ -20,7 +20,7 @@ from opensora_cli.models.attention import (
 from opensora_cli.models.embeddings import RotaryEmbedding3D, apply_rotary_emb
 from opensora_cli.models.transformer_opensora import OpenSoraInpaint_v1_3, OpenSoraT2V_v1_3, is_skiparse_block
 
-from .conftest import GOLDENS
+from .helpers import GOLDENS
 
 L2 = GOLDENS / "transformer" / "l2"
 CASES = ("video_b2", "padded_b1", "image_b1")

@@ -16,7 +16,7 @@ from opensora_cli.data.transforms import (
 )
 from opensora_cli.schemas.resolution import max_hxw_resize
 
-from .conftest import GOLDENS
+from .helpers import GOLDENS
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_arbitrary_mode_uses_the_per_axis_minimum(goldens):
 
 def test_large_inputs_shrink_to_the_spec_examples():
     pixels, size = resize_conditions([torch.zeros(1, 3, 720, 1280, dtype=torch.uint8)], crop_for_hw=False)
-    assert size == (352, 640)  # 720x1280 -> 364x648 -> 352x640 (spec 5.4)
+    assert size == (352, 640)  # 720x1280 -> 364x648 -> 352x640, the reference's own example
 
 
 def test_video_and_single_frame_keep_their_frame_counts():

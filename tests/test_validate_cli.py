@@ -7,11 +7,10 @@ as an install without the bundled demo model would. The demo model's own default
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).parent.parent
+from .helpers import REPO
 
 
 @pytest.fixture(autouse=True)

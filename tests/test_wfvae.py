@@ -21,7 +21,7 @@ from opensora_cli.models.autoencoder_wfvae import (
 )
 from opensora_cli.models.loading import state_dict_from_reference_ckpt
 
-from .conftest import GOLDENS
+from .helpers import GOLDENS
 
 WFVAE = GOLDENS / "wfvae"
 FP32 = dict(atol=1e-5, rtol=1e-4)  # reference run-to-run noise is <= 7e-6 (thread count)

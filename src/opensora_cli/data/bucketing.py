@@ -4,7 +4,8 @@
     sampler.set_position(*sampler.position_after(batches_done))  # resume
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
 
-Per epoch (the reference's `--group_data`, spec 6.5, without its quirks 21 and 26):
+Per epoch (the reference's `--group_data`, but repeated every epoch, resumable, and reporting small buckets
+instead of dropping them silently):
 1. each bucket is permuted with a generator seeded from (seed, epoch), so the order changes every epoch;
 2. each bucket is cut into global batches of batch_size * num_replicas; a bucket's incomplete tail sits out this
    epoch only (another permutation puts other samples in the tail next epoch), so no sample is lost for good;

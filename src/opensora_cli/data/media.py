@@ -20,20 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".avi", ".mov", ".mkv", ".flv", ".wmv", ".webm", ".mpeg", ".mpg", ".3gp"}
-)
-
-
-def media_kind(path: str | os.PathLike) -> str | None:
-    """'image', 'video' or None, from the file extension (case-insensitive)."""
-    suffix = Path(path).suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
-        return "image"
-    if suffix in VIDEO_EXTENSIONS:
-        return "video"
-    return None
+# The extension sets are imported from here too (services.validation).
+from opensora_cli.schemas.data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_kind  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -174,15 +162,19 @@ def _from_16_bit(values: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _open_video(path: str | os.PathLike):
-    """A decord VideoReader; a file decord cannot open raises ValueError with one clean line."""
+def open_video(path: str | os.PathLike):
+    """A decord VideoReader on one CPU thread: `len(reader)` frames, `reader.get_batch(indices)` (T, H, W, 3) uint8.
+
+    Raises:
+        ValueError: decord cannot open the file (one clean line, nothing on stderr).
+    """
     decord = _decord()
     with _decord_errors(path):
         return decord.VideoReader(os.fspath(path), ctx=decord.cpu(0), num_threads=1)
 
 
 def _probe_video(path: str | os.PathLike) -> MediaInfo:
-    reader = _open_video(path)
+    reader = open_video(path)
     with _decord_errors(path):
         num_frames = len(reader)
         if num_frames < 1:
@@ -194,7 +186,7 @@ def _probe_video(path: str | os.PathLike) -> MediaInfo:
 
 def read_video(path: str | os.PathLike, num_frames: int) -> np.ndarray:
     """The first `num_frames` frames of a video as RGB uint8 (T, H, W, 3)."""
-    reader = _open_video(path)
+    reader = open_video(path)
     if len(reader) < num_frames:
         raise ValueError(f"{path}: has {len(reader)} frames, {num_frames} needed")
     with _decord_errors(path):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from opensora_cli.utils.io import atomic_path
+from opensora_cli.utils.video import write_image, write_video
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (225, 40, 40),
@@ -200,28 +201,6 @@ def generate_image(rng: np.random.Generator, height: int = 64, width: int = 96) 
 # ------------------------------------------------------------------------------------------------------------
 
 
-def write_clip(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS, crf: int = DATASET_CRF) -> Path:
-    """Write (T, H, W, 3) uint8 frames as H.264 mp4 (yuv420p, so every decoder reads it), atomically."""
-    import imageio.v2 as imageio
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
-                                macro_block_size=1, quality=None, output_params=["-crf", str(crf)]) as writer:
-            for frame in frames:
-                writer.append_data(frame)
-    return path
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    from PIL import Image
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-    return path
-
-
 def _write_json(path: Path, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
@@ -276,7 +255,7 @@ def make_dataset(
     for index in range(clips):
         video, meta = generate_clip(rng, frames, height, width)
         name = f"videos/{index:05d}.mp4"
-        write_clip(out / name, video)
+        write_video(out / name, video, FPS, crf=DATASET_CRF)
         records.append({"path": name, "cap": meta["caption"], "resolution": {"height": height, "width": width},
                         "num_frames": frames, "fps": FPS})
         tick()
@@ -284,7 +263,7 @@ def make_dataset(
     for index in range(images):
         image, meta = generate_image(rng, height, width)
         name = f"images/{index:05d}.png"
-        write_png(out / name, image)
+        write_image(out / name, image)
         records.append({"path": name, "cap": meta["caption"], "resolution": {"height": height, "width": width}})
         tick()
     _write_json(out / "annotation.json", records)
@@ -296,9 +275,9 @@ def make_dataset(
     for index in range(heldout):
         video, meta = generate_clip(rng, frames, height, width, direction=directions[index % len(directions)])
         first, last, clip = f"{index:05d}_first.png", f"{index:05d}_last.png", f"{index:05d}.mp4"
-        write_png(out / "eval" / first, video[0])
-        write_png(out / "eval" / last, video[-1])
-        write_clip(out / "eval" / clip, video)
+        write_image(out / "eval" / first, video[0])
+        write_image(out / "eval" / last, video[-1])
+        write_video(out / "eval" / clip, video, FPS, crf=DATASET_CRF)
         entries.append({"line": index + 1, **meta, "first": first, "last": last, "video": clip, "frames": frames,
                         "height": height, "width": width})
         prompts.append(meta["caption"])
@@ -352,12 +331,12 @@ def write_examples(out_dir: str | os.PathLike, seed: int = 0, frames: int = 17, 
             names = {"keyframe_0.png": video[0], "keyframe_1.png": video[middle], "keyframe_2.png": video[-1]}
             conds.append(f"keyframe_0.png@0,keyframe_1.png@{middle},keyframe_2.png@-1")
         else:
-            write_clip(out / "continuation.mp4", video)
+            write_video(out / "continuation.mp4", video, FPS, crf=DATASET_CRF)
             files.append(out / "continuation.mp4")
             names = {}
             conds.append("continuation.mp4")
         for name, image in names.items():
-            files.append(write_png(out / name, image))
+            files.append(write_image(out / name, image))
     _write_lines(out / "prompts.txt", prompts)
     _write_lines(out / "conds.txt", conds)
     return {"prompts": str(out / "prompts.txt"), "conds": str(out / "conds.txt"), "files": [str(f) for f in files]}

@@ -1,9 +1,10 @@
-"""Condition pixels for the pipeline (spec 5.4): load, centre-crop-resize, stride-crop, normalise.
+"""Condition pixels for the pipeline: load, centre-crop-resize, stride-crop, normalise (`schemas.resolution`).
 
 Frames are (T, C, H, W). The crops and the resize are the reference's (`CenterCropResizeVideo`,
 `SpatialStrideCropVideo`: bilinear, antialias, align_corners, Python's round-half-to-even for the crop offset), so
-they match it bit for bit on uint8. `resize_conditions` differs on purpose (quirk 8): it resizes in float32 instead
-of uint8 and never re-quantises, so conditions are within one grey level of the reference but not rounded to it.
+they match it bit for bit on uint8. `resize_conditions` differs on purpose: it resizes in float32, not uint8,
+and never re-quantises (rounding to uint8 before normalising only loses precision), so conditions are within
+one grey level of the reference but not rounded to it.
 
     frames = load_condition_frames(["first.png", "last.png"], "image", num_frames=93)
     pixels, (height, width) = resize_conditions(frames, crop_for_hw=False, max_hxw=236544)

@@ -1,4 +1,4 @@
-"""Pictures of masks for people: a labelled grid (.png) or an animation (.gif / .mp4). numpy + Pillow, no torch.
+"""Pictures of masks for people: a labelled grid or the frames of an animation. numpy + Pillow, no torch, no files.
 
 Kept frames are framed in green and show the conditioning image or video frame when one is given; frames to
 generate are grey with diagonal stripes. Under each mask a row shows the latent mask: one box per latent
@@ -8,14 +8,11 @@ frame, split into its channels (one per pixel frame the latent frame encodes).
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from opensora_cli.schemas.inputs import InputItem
 from opensora_cli.schemas.preview import MaskPreviewResult, MaskSample
-from opensora_cli.utils.io import atomic_path
 
 BACKGROUND = (24, 24, 28)
 KEEP = (46, 160, 67)
@@ -23,7 +20,6 @@ GENERATE = (68, 68, 76)
 STRIPE = (92, 92, 102)
 TEXT = (235, 235, 235)
 MUTED = (150, 150, 160)
-ANIMATION_FPS = 8
 _PAD = 6
 
 
@@ -33,17 +29,6 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType: fixed-size bitmap font
         return ImageFont.load_default()
-
-
-def load_condition_frames(item: InputItem, num_frames: int) -> dict[int, np.ndarray]:
-    """Pixel frame index -> RGB uint8 (H, W, 3) for the frames a conditions line provides."""
-    from opensora_cli.data.media import read_image, read_video
-
-    if not item.conds:
-        return {}
-    if item.frame_indices is None:  # a video: its first num_frames frames
-        return dict(enumerate(read_video(item.conds[0], num_frames)))
-    return {index: read_image(path) for index, path in zip(item.frame_indices, item.conds)}
 
 
 def _fit(frame: np.ndarray, width: int, height: int) -> Image.Image:
@@ -102,7 +87,16 @@ def _summary(sample: MaskSample) -> str:
 
 
 def render_still(result: MaskPreviewResult, cond_frames: dict[int, np.ndarray]) -> Image.Image:
-    """A labelled grid: one block per sample (all frames), each with its latent row."""
+    """A labelled grid: one block per sample (all frames), each with its latent row.
+
+    Args:
+        result: the masks drawn, with their frame count, size and latent shape.
+        cond_frames: pixel frame index -> RGB uint8 (H, W, 3) shown in that kept frame (any size: centre-cropped
+            to the frame's aspect and resized); kept frames without one are plain green.
+
+    Returns:
+        An RGB image.
+    """
     frames, many = result.num_frames, len(result.samples) > 1
     columns = frames if many else min(frames, 16)
     cell_w = max(10, min(40, 1600 // frames)) if many else 96
@@ -143,7 +137,14 @@ def render_still(result: MaskPreviewResult, cond_frames: dict[int, np.ndarray]) 
 
 
 def render_animation(result: MaskPreviewResult, cond_frames: dict[int, np.ndarray]) -> list[Image.Image]:
-    """One picture per pixel frame: each sample's frame, big, over a timeline with the current frame marked."""
+    """One picture per pixel frame: each sample's frame, big, over a timeline with the current frame marked.
+
+    Args:
+        result, cond_frames: as for `render_still`.
+
+    Returns:
+        `result.num_frames` RGB images of one size, a multiple of 16 on both sides.
+    """
     cell_w = 320
     cell_h = max(32, round(cell_w * result.height / result.width))
     tick = max(2, min(8, (cell_w - 2 * _PAD) // result.num_frames))
@@ -171,23 +172,3 @@ def render_animation(result: MaskPreviewResult, cond_frames: dict[int, np.ndarra
             y += block_h
         pictures.append(canvas)
     return pictures
-
-
-def write_preview(result: MaskPreviewResult, cond_frames: dict[int, np.ndarray], out: Path) -> None:
-    """Write `out` atomically: .png a still grid, .gif / .mp4 an animation at ANIMATION_FPS."""
-    suffix = out.suffix.lower()
-    with atomic_path(out) as tmp:
-        if suffix == ".png":
-            render_still(result, cond_frames).save(tmp, format="PNG")
-            return
-        pictures = render_animation(result, cond_frames)
-        if suffix == ".gif":
-            pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:],
-                             duration=round(1000 / ANIMATION_FPS), loop=0)
-        else:
-            import imageio.v2 as imageio
-
-            with imageio.get_writer(tmp, format="FFMPEG", fps=ANIMATION_FPS, codec="libx264", quality=8,
-                                    pixelformat="yuv420p", macro_block_size=16) as writer:
-                for picture in pictures:
-                    writer.append_data(np.asarray(picture))

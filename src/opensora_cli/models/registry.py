@@ -3,8 +3,12 @@
     build("OpenSoraInpaint_v1_3-2B/122", device="meta")       # the released transformer's architecture
     write_random_model_folder("models/random-tiny")           # transformer/, vae/, text_encoder/ to try things
 
-The full-size names are the reference's registry names; "-tiny" presets are ours, small enough for CPU tests
-(odd sizes, so that shape bugs show).
+The full-size names are the reference's registry names; "-tiny" presets are ours, small enough for CPU tests.
+The tiny transformer's sizes differ (in and out aside), so that a swapped axis shows: 5 layers, 2 heads x 24 = 48
+wide, text 32 wide, 8 channels in and out. Some cannot be odd: a head's width is a multiple of 6 (RoPE gives t, y
+and x an even share each), 2 sequence-parallel processes split the heads, and in = out = the tiny VAE's 8 latent
+channels, since the transformer denoises latents; the text width is the tiny T5's. The unit tests of each
+architecture build their own, odder sizes (3 in and 5 out channels; a VAE of 4 latents, base width 6).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ _TRANSFORMER_TINY = dict(
     _TRANSFORMER_2B,
     num_attention_heads=2,
     attention_head_dim=24,
-    num_layers=4,
+    num_layers=5,
     cross_attention_dim=48,
     caption_channels=32,
     sample_size_h=8,
@@ -100,8 +104,8 @@ PRESETS: dict[str, Preset] = {
                                           dict(_TRANSFORMER_MEDIUM, vae_scale_factor_t=4),
                                           "8 layers x 576 wide, for CPU benchmarks"),
     "OpenSoraInpaint_v1_3-tiny": Preset("transformer", "OpenSoraInpaint_v1_3", dict(_TRANSFORMER_TINY, vae_scale_factor_t=4),
-                                        "4 layers x 48 wide, for tests"),
-    "OpenSoraT2V_v1_3-tiny": Preset("transformer", "OpenSoraT2V_v1_3", _TRANSFORMER_TINY, "4 layers x 48 wide"),
+                                        "5 layers x 48 wide, for tests"),
+    "OpenSoraT2V_v1_3-tiny": Preset("transformer", "OpenSoraT2V_v1_3", _TRANSFORMER_TINY, "5 layers x 48 wide"),
     "OpenSoraInpaint_v1_3-demo": Preset("transformer", "OpenSoraInpaint_v1_3", dict(_TRANSFORMER_DEMO, vae_scale_factor_t=4),
                                         "6 layers x 144 wide, the bundled demo model"),
     "WFVAEModel_D8_4x8x8-demo": Preset("vae", "WFVAEModel", _WFVAE_DEMO, "base width 16, the bundled demo model"),
@@ -155,13 +159,19 @@ def build(name: str, device: torch.device | str | None = None, dtype: torch.dtyp
     return model.to(dtype) if dtype is not None else model
 
 
-def _randomise_(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """Give every parameter non-trivial random values (zero-initialised branches included), scaled by fan-in,
-    so that a random model exercises every path; norm weights near 1."""
+def randomise_weights_(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Give every trainable parameter non-trivial random values (zero-initialised branches included), in place,
+    so that a random model exercises every path.
+
+    Args:
+        model: its matrices get N(0, 1 / fan-in), norm weights 1 + N(0, 0.01), other vectors N(0, 0.0025);
+            frozen parameters (the VAE's Haar filters) keep their values.
+        generator: all the randomness; parameters are visited in name order, so the result depends on it alone.
+    """
     with torch.no_grad():
         for name, param in sorted(model.named_parameters()):
             if not param.requires_grad:
-                continue  # fixed filters (the VAE's Haar transforms) keep their values
+                continue
             if param.dim() >= 2:
                 fan_in = param[0].numel()
                 param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
@@ -198,7 +208,7 @@ def write_random_model_folder(
     caption_channels = None
     if text_encoder is not None:
         text = build(text_encoder)
-        _randomise_(text, generator)
+        randomise_weights_(text, generator)
         caption_channels = text.config.d_model
         paths["text_encoder"] = root / "text_encoder"
         text.save_pretrained(paths["text_encoder"], safe_serialization=True)
@@ -208,7 +218,7 @@ def write_random_model_folder(
             continue
         overrides = {"caption_channels": caption_channels} if kind == "transformer" and caption_channels else {}
         model = build(name, **overrides)
-        _randomise_(model, generator)
+        randomise_weights_(model, generator)
         paths[kind] = root / kind
         # Like the released folders: the transformer may be sharded, the VAE is one file.
         shard = max_shard_size if kind == "transformer" else "100GB"

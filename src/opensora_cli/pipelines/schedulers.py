@@ -8,7 +8,7 @@ schedule, with "trailing" timesteps so that sampling starts from pure noise at t
     scheduler.set_timesteps(50)
 
 The reference passes `rescale_betas_zero_snr` / `timestep_spacing` blindly, so three samplers crash on
-construction and two silently lose zero SNR (spec 8.14); here each class gets the kwargs it understands and, where
+construction and two silently lose zero SNR; here each class gets the kwargs it understands and, where
 it has no zero-SNR switch, the rescaled betas themselves.
 """
 

@@ -1,6 +1,7 @@
 """mask-preview: draw masks the way sampling (or, with a mask config, training) would, and picture them.
 
-No torch: the frame patterns come from `masks.patterns`, the same code the tensor masks are built from.
+No torch: the frame patterns come from `masks.patterns`, the same code the tensor masks are built from. The
+pictures are drawn by `masks.preview`; reading the conditioning media and writing the file happen here.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 from pydantic import ValidationError
 
 from opensora_cli.errors import InputError, UsageError
@@ -27,6 +29,9 @@ from opensora_cli.schemas.problems import first_problem
 
 DEFAULT_PREVIEW_SIZE = (352, 640)
 VAE_STRIDE = (4, 8, 8)
+ANIMATION_FPS = 8
+# x264 at CRF 10: the flat colours and thin lines of the drawing stay sharp.
+ANIMATION_CRF = 10
 
 
 def preview_masks(options: dict) -> MaskPreviewResult:
@@ -68,11 +73,32 @@ def preview_masks(options: dict) -> MaskPreviewResult:
         out=request.out,
     )
     if request.out is not None:
-        from opensora_cli.masks.preview import load_condition_frames, write_preview
-
-        cond_frames = load_condition_frames(item, request.num_frames) if item is not None else {}
-        write_preview(result, cond_frames, request.out)
+        cond_frames = _read_condition_frames(item, request.num_frames) if item is not None else {}
+        _write_preview(result, cond_frames, request.out)
     return result
+
+
+def _read_condition_frames(item: InputItem, num_frames: int) -> dict[int, np.ndarray]:
+    """Pixel frame index -> RGB uint8 (H, W, 3) for the frames a conditions line provides."""
+    from opensora_cli.data.media import read_image, read_video
+
+    if not item.conds:
+        return {}
+    if item.frame_indices is None:  # a video: its first num_frames frames
+        return dict(enumerate(read_video(item.conds[0], num_frames)))
+    return {index: read_image(path) for index, path in zip(item.frame_indices, item.conds)}
+
+
+def _write_preview(result: MaskPreviewResult, cond_frames: dict[int, np.ndarray], out: Path) -> None:
+    """Write `out` atomically: .png a still grid, .gif / .mp4 an animation at ANIMATION_FPS."""
+    from opensora_cli.masks.preview import render_animation, render_still
+    from opensora_cli.utils.video import write_image, write_video
+
+    if out.suffix.lower() == ".png":
+        write_image(out, np.asarray(render_still(result, cond_frames)))
+    else:
+        frames = np.stack([np.asarray(picture) for picture in render_animation(result, cond_frames)])
+        write_video(out, frames, ANIMATION_FPS, crf=ANIMATION_CRF)
 
 
 def _load_config(path: Path | None) -> MaskConfig | None:

@@ -50,7 +50,7 @@ def check_train_request(
         from opensora_cli.schemas.mask_config import load_mask_config
 
         problems += load_mask_config(config.mask_config)[1]
-    from opensora_cli.data.dataset import load_data_description
+    from opensora_cli.data.annotations import load_data_description
 
     try:
         load_data_description(config.data)

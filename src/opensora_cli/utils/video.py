@@ -1,4 +1,7 @@
-"""Writing generated videos: H.264 mp4 through imageio-ffmpeg (or a PNG for one frame), atomically."""
+"""Writing frames to files, atomically: H.264 mp4 through imageio-ffmpeg, PNG and GIF through Pillow.
+
+Every video and picture the package writes goes through here, so encoder settings have one home.
+"""
 
 from __future__ import annotations
 
@@ -13,23 +16,53 @@ from opensora_cli.utils.io import atomic_path
 VIDEO_CRF = 18
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int) -> Path:
-    """Write frames (T, H, W, 3) uint8 to `path` (.mp4: libx264, yuv420p; .png: one frame), atomically."""
+def write_video(
+    path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = VIDEO_CRF, macro_block_size: int = 1
+) -> Path:
+    """Write frames in the format `path`'s suffix names: .png the first frame, .gif a looping animation, anything
+    else (.mp4) H.264 (libx264, yuv420p, so every player reads it) at constant quality.
+
+    Args:
+        path: the file; its folder is created.
+        frames: (T, H, W, 3) uint8.
+        fps: frames per second.
+        crf: x264's constant rate factor, 0 (lossless) to 51 (worst).
+        macro_block_size: ffmpeg scales frames up to multiples of this; 1 keeps every size as it is.
+
+    Returns:
+        `path`, as a Path.
+
+    Raises:
+        ValueError: `frames` is not (T, H, W, 3) uint8.
+    """
     path = Path(path)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        return write_image(path, frames[0])
     with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".png":
+        if suffix == ".gif":
             from PIL import Image
 
-            Image.fromarray(frames[0]).save(tmp, format="PNG")
+            first, *rest = (Image.fromarray(frame) for frame in frames)
+            first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=round(1000 / fps), loop=0)
         else:
             import imageio.v2 as imageio
 
-            # Sizes are multiples of 16 here, so no macro-block resize; 1 keeps any other size as it is.
             with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
-                                    macro_block_size=1, quality=None,
-                                    ffmpeg_params=["-crf", str(VIDEO_CRF)]) as writer:
+                                    macro_block_size=macro_block_size, quality=None,
+                                    ffmpeg_params=["-crf", str(crf)]) as writer:
                 for frame in frames:
                     writer.append_data(frame)
+    return path
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write one picture, (H, W, 3) uint8, as a PNG; its folder is created. Returns `path`, as a Path."""
+    from PIL import Image
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
     return path
