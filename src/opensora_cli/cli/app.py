@@ -12,7 +12,7 @@ import typer
 
 from opensora_cli import __version__
 from opensora_cli.cli import demo_data, init_model, mask_preview, sample, train, train_vae, validate
-from opensora_cli.cli.common import click_exceptions, state
+from opensora_cli.cli.common import state
 
 app = typer.Typer(
     name="opensora",
@@ -59,22 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script passes it to sys.exit)."""
     from opensora_cli.errors import Interrupted, OpenSoraError
 
-    click = click_exceptions()
-
     state.verbose = False
     state.argv = list(sys.argv[1:] if argv is None else argv)
-    command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="opensora", standalone_mode=False)
-    except click.UsageError as exc:
+        result = app(args=argv, prog_name="opensora", standalone_mode=False)
+    except typer.TyperException as exc:  # what Typer's parser raises (its click's errors derive from it)
+        if exc.exit_code != 2:  # not a usage error: e.g. a file option that could not be opened
+            print(f"Error: {exc.format_message()}", file=sys.stderr)
+            return exc.exit_code
         message = exc.format_message().replace("Value error, ", "")
-        if message:  # NoArgsIsHelpError has none: the help was printed
-            where = exc.ctx.command_path if exc.ctx is not None else "opensora"
+        if message:
+            ctx = getattr(exc, "ctx", None)  # usage errors know the (sub)command they belong to
+            where = ctx.command_path if ctx is not None else "opensora"
             print(f"Error: {message} (see '{where} --help')", file=sys.stderr)
         return 2
-    except click.ClickException as exc:  # e.g. a file option click could not open
-        print(f"Error: {exc.format_message()}", file=sys.stderr)
-        return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         print("Interrupted.", file=sys.stderr)
         return 130

@@ -31,11 +31,3 @@ def console(stderr: bool = False):
 
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
-
-def click_exceptions():
-    """click's exception module: typer >= 0.25 vendors click as `typer._click`, older typer uses click itself."""
-    try:
-        from typer._click import exceptions
-    except ImportError:  # pragma: no cover - depends on the installed typer
-        from click import exceptions
-    return exceptions

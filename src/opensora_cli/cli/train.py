@@ -73,7 +73,7 @@ def train_command(
 ) -> None:
     """Fine-tune the inpainting transformer; checkpoints load straight into `opensora sample --model`."""
     overrides = {k: v for k, v in locals().items() if k not in ("config", "json_output", "verbose")}
-    from opensora_cli.distributed.launch import is_distributed_child
+    from opensora_cli.distributed.launch import is_distributed_child, launch
     from opensora_cli.services.training import check_train_request
 
     lead = os.environ.get("RANK", "0") == "0"
@@ -88,7 +88,7 @@ def train_command(
         raise typer.Exit(1)
 
     if (train_config.nproc > 1 or train_config.accelerate_config) and not is_distributed_child():
-        raise typer.Exit(_accelerate_launch(train_config.nproc, train_config.accelerate_config, state.argv))
+        raise typer.Exit(launch(train_config.nproc, state.argv, accelerate_config=train_config.accelerate_config))
 
     from opensora_cli.cli.progress import RichTrainReporter
     from opensora_cli.services.training import run_training
@@ -128,21 +128,3 @@ def train_command(
         out.print(f"Last checkpoint: {result.last_checkpoint} — sample with: opensora sample --model "
                   f"{result.last_checkpoint} ...", soft_wrap=True, markup=False)
 
-
-def _accelerate_launch(nproc: int, accelerate_config: Path | None, argv: list[str]) -> int:
-    """Start the processes with accelerate's launcher (one node: --nproc; several: an accelerate config file)."""
-    import socket
-    import subprocess
-
-    args = [sys.executable, "-m", "accelerate.commands.launch"]
-    if accelerate_config is not None:
-        args += ["--config_file", str(accelerate_config)]
-    else:
-        with socket.socket() as sock:  # a free port, so that two runs on one machine do not collide
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        args += ["--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1", "--mixed_precision", "no",
-                 "--dynamo_backend", "no", "--main_process_port", str(port)]
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, nproc))))
-    return subprocess.run([*args, "-m", "opensora_cli", *argv], env=env).returncode
