@@ -82,12 +82,16 @@ def main() -> None:
     parser.add_argument("--save", type=Path, help="write the hashes to this JSON file")
     parser.add_argument("--check", type=Path, help="compare against a file written by --save; exit 1 on a change")
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--random-model", type=Path,
+                        help="use this random model folder (keep the one of --save when a preset's sizes change)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        random_model = work / "random-model"
-        subprocess.run(["opensora", "init-model", str(random_model), "--seed", "3"], check=True, capture_output=True)
-        (random_model / "opensora_defaults.json").write_text(json.dumps(RANDOM_DEFAULTS))
+        random_model = args.random_model or work / "random-model"
+        if args.random_model is None or not random_model.exists():
+            subprocess.run(["opensora", "init-model", str(random_model), "--seed", "3"], check=True,
+                           capture_output=True)
+            (random_model / "opensora_defaults.json").write_text(json.dumps(RANDOM_DEFAULTS))
         hashes: dict[str, str] = {}
         for name in args.cases:
             hashes.update(run_case(name, work, random_model))
