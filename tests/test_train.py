@@ -90,7 +90,7 @@ def test_loss_falls(cli, data_file, model_dir, tmp_path):
     from opensora_cli.models.transformer_opensora import OpenSoraInpaint_v1_3
     from opensora_cli.pipelines.schedulers import make_scheduler
     from opensora_cli.schemas.train import TrainConfig
-    from opensora_cli.training.loop import _loss, build_transformer, step_generator
+    from opensora_cli.training.loop import Frozen, _loss, build_transformer, step_generator
 
     args = train_args(data_file, model_dir, tmp_path / "out", "--max-train-steps", "60", "--learning-rate", "1e-3",
                       "--checkpointing-steps", "60")
@@ -105,14 +105,13 @@ def test_loss_falls(cli, data_file, model_dir, tmp_path):
     vae = load_pretrained(WFVAEModel, model_dir / "vae")
     text_encoder = TextEncoder.from_pretrained(model_dir / "text_encoder")
     dataset = VideoTextDataset(data_file, num_frames=9, max_hxw=6144, min_hxw=1024, hw_stride=16, train_fps=8, seed=3)
-    alphas = make_scheduler("DDPM").alphas_cumprod.float()
+    frozen = Frozen(vae, text_encoder, MaskCompressor(), make_scheduler("DDPM"), torch.float32, torch.device("cpu"))
     batches = [collate([dataset[(9, 2 * i)], dataset[(9, 2 * i + 1)]]) for i in range(4)]
 
     def evaluate(model) -> float:
         with torch.no_grad():
             return float(np.mean([
-                _loss(batch, model, vae, text_encoder, MaskCompressor(), None, alphas, config, torch.float32,
-                      torch.device("cpu"), step_generator(0, i, r, 0, torch.device("cpu"))).item()
+                _loss(model, frozen, batch, config, step_generator(0, i, r, 0, torch.device("cpu"))).item()
                 for i, batch in enumerate(batches) for r in range(4)
             ]))
 

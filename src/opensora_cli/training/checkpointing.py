@@ -121,7 +121,8 @@ def save_checkpoint(
     model.save_pretrained(tmp / "transformer", safe_serialization=True)
     if ema is not None:
         ema.restore(model.parameters())
-        save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
+        averages = ema.state_dict()
+        save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(averages["shadow_params"])},
                   tmp / "state" / "ema.safetensors")
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                   tmp / "state" / "training_weights.safetensors")
@@ -131,7 +132,7 @@ def save_checkpoint(
     save_file(tensors, tmp / "state" / "optimizer.safetensors")
     (tmp / "state" / "optimizer.json").write_text(json.dumps(meta))
     (tmp / "state" / "scheduler.json").write_text(json.dumps(lr_scheduler.state_dict()))
-    extra = {"ema_optimization_step": ema.optimization_step} if ema is not None else {}
+    extra = {"ema_optimization_step": averages["optimization_step"]} if ema is not None else {}
     (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, **extra, "step": step}, indent=2, default=str))
     if defaults:
         (tmp / "opensora_defaults.json").write_text(json.dumps(defaults, indent=2))
@@ -188,6 +189,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     lr_scheduler.load_state_dict(json.loads((path / "state" / "scheduler.json").read_text()))
     if ema is not None:
         shadow = load_file(path / "state" / "ema.safetensors")
-        ema.shadow_params = [shadow[str(i)].to(device) for i in range(len(shadow))]
-        ema.optimization_step = state.get("ema_optimization_step", state["step"])
+        # the averages and their step only (the decay and the rest are this run's); on the host, where
+        # load_state_dict's copy of them is cheaper
+        ema.load_state_dict({"shadow_params": [shadow[str(i)] for i in range(len(shadow))],
+                             "optimization_step": state.get("ema_optimization_step", state["step"])})
+        ema.to(device)
     return state
