@@ -170,6 +170,23 @@ def test_kill_and_resume_gives_the_same_weights(data_file, model_dir, tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_resuming_during_the_warm_up_continues_the_same_ramp(cli, data_file, model_dir, tmp_path):
+    """The LR schedule is rebuilt at the step reached, not read back: an off-by-one would show in the weights."""
+    common = ["--lr-warmup-steps", "3", "--learning-rate", "1e-3", "--checkpointing-steps", "2", "--use-ema"]
+    straight = cli(*train_args(data_file, model_dir, tmp_path / "straight", "--max-train-steps", "4", *common))
+    first = cli(*train_args(data_file, model_dir, tmp_path / "cut", "--max-train-steps", "2", *common))
+    resumed = cli(*train_args(data_file, model_dir, tmp_path / "cut", "--max-train-steps", "4",
+                              "--resume-from-checkpoint", "latest", *common))
+    assert straight.code == first.code == resumed.code == 0, straight.err + first.err + resumed.err
+    # diffusers' ramp: the LR of step s + 1 is s / warmup of the full rate (0 on the first step)
+    schedule = json.loads((tmp_path / "cut" / "checkpoint-2" / "state" / "scheduler.json").read_text())
+    assert schedule["_last_lr"] == [pytest.approx(2 / 3 * 1e-3)]
+    for name in ("state/training_weights.safetensors", "state/ema.safetensors", "state/optimizer.safetensors"):
+        a = load_file(tmp_path / "straight" / "checkpoint-4" / name)
+        b = load_file(tmp_path / "cut" / "checkpoint-4" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
 @pytest.mark.slow
 def test_two_processes(data_file, model_dir, tmp_path):
     proc = run(train_args(data_file, model_dir, tmp_path / "out", "--max-train-steps", "3", "--nproc", "2",

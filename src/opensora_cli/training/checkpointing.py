@@ -5,7 +5,8 @@
                                else the trained weights — what sampling should use
         vae, text_encoder      relative symlinks to the frozen models, so the folder is a complete model bundle
         state/                 training_weights.safetensors (the raw trained weights, with EMA on),
-                               optimizer.safetensors + optimizer.json, ema.safetensors, scheduler.json
+                               optimizer.safetensors + optimizer.json, ema.safetensors, scheduler.json (the
+                               LR schedule's state; a resume rebuilds it from the step)
         trainer_state.json     step, data position, loss, the config
         opensora_defaults.json frames and area range trained on: `opensora sample`'s defaults for this model
 
@@ -173,8 +174,15 @@ def _hard_link_or_copy(source: str, destination: str) -> None:
         shutil.copy2(source, destination)
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler, ema) -> dict:
-    """Restore model, optimizer, LR schedule and EMA from `path`; returns the trainer state."""
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema) -> dict:
+    """Restore the trained weights, the optimizer's state and the EMA from `path`.
+
+    The LR schedule is not restored: it is a function of the step, rebuilt at the step reached (see
+    `training.loop`); scheduler.json only records it.
+
+    Returns:
+        the trainer state (`step`, data position, loss, the config), as `save_checkpoint` wrote it.
+    """
     state = json.loads((path / STATE_FILE).read_text())
     weights = path / "state" / "training_weights.safetensors"
     if weights.is_file():  # with EMA, transformer/ holds the EMA weights; the trained ones are here
@@ -186,7 +194,6 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     device = next(model.parameters()).device
     meta = json.loads((path / "state" / "optimizer.json").read_text())
     optimizer.load_state_dict(_optimizer_from_files(load_file(path / "state" / "optimizer.safetensors"), meta))
-    lr_scheduler.load_state_dict(json.loads((path / "state" / "scheduler.json").read_text()))
     if ema is not None:
         shadow = load_file(path / "state" / "ema.safetensors")
         # the averages and their step only (the decay and the rest are this run's); on the host, where

@@ -87,6 +87,7 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter) -
 
 
 def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, state: TrainState) -> TrainResult:
+    from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from torch.utils.data import DataLoader
 
@@ -106,26 +107,29 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
     if accelerator.is_main_process:
         reporter.data_report(dataset.summary(), dataset.problems, sampler.small_buckets)
 
-    # 4. Optimiser, LR warm-up and EMA, restored from the checkpoint
-    optimizer = torch.optim.AdamW([p for p in transformer.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.adam_weight_decay,
-                                  eps=config.adam_epsilon)
-    warmup = config.lr_warmup_steps
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    # 4. Optimiser and EMA, restored from the checkpoint; then the LR warm-up at the step reached
+    hyperparameters = dict(lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                           weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+    optimizer = torch.optim.AdamW([p for p in transformer.parameters() if p.requires_grad], **hyperparameters)
     # accelerate's wrapper steps only when gradients sync; checkpoints and the LR schedule hold `optimizer` itself
     model, accelerated = accelerator.prepare(transformer, optimizer)
     ema = EMAModel(transformer.parameters(), decay=config.ema_decay) if config.use_ema else None
     if ema is not None:
         ema.to(frozen.device)
     if state.checkpoint is not None:
-        saved = load_checkpoint(state.checkpoint, transformer, optimizer, lr_scheduler, ema)
+        saved = load_checkpoint(state.checkpoint, transformer, optimizer, ema)
         state.first_step = saved["step"]
-        _apply_hyperparameters(optimizer, lr_scheduler, config)
         reporter.phase(f"resumed from {state.checkpoint} at step {state.first_step}")
         changed = changed_options(saved, config, mask_config, world)
         if changed:
             reporter.warning(f"{state.checkpoint} was trained with other options; this run uses the new values: "
                              + ", ".join(changed))
+    for group in optimizer.param_groups:  # a checkpoint restores moments and counts; the hyperparameters are ours
+        group.update(hyperparameters, initial_lr=config.learning_rate)
+    # diffusers' warm-up, as the reference trains: step s + 1 at s / warmup of the rate (the first step at 0).
+    # Built at the step reached (last_epoch = steps taken - 1), so a resumed run continues the same ramp.
+    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.lr_warmup_steps,
+                                 last_epoch=state.first_step - 1)
     state.step = state.first_step
     sampler.set_position(*sampler.position_after(state.step * config.gradient_accumulation_steps))
     # Workers hand a bad file back as an item (raised below, in this process): see ErrorsAsItems.
@@ -343,6 +347,8 @@ def _loss(model, frozen: Frozen, batch: dict, config: TrainConfig, generator: to
     Returns:
         The mean loss, a scalar.
     """
+    from diffusers.training_utils import compute_snr
+
     device, dtype, cache, scheduler = frozen.device, frozen.dtype, frozen.cache, frozen.noise_scheduler
     mask = batch["mask"].to(device, dtype)  # (B, 1, T, H, W), 1 = generate
     pixels = batch["pixel_values"]  # (B, 3, T, H, W), on the host (the cache hashes it there)
@@ -369,16 +375,15 @@ def _loss(model, frozen: Frozen, batch: dict, config: TrainConfig, generator: to
     noise = torch.randn(latents.shape, generator=generator, device=device)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator,
                               device=device)
-    alpha_bar = scheduler.alphas_cumprod.to(device, torch.float32)[timesteps].view(batch_size, 1, 1, 1, 1)
-    noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
-    target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * latents  # v
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    target = scheduler.get_velocity(latents, noise, timesteps)  # v = sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) x0
 
     model_input = torch.cat([noisy, condition, latent_mask], dim=1)  # (B, 20, T', h, w)
     prediction = model(model_input, timesteps, encoder_hidden_states=text, encoder_attention_mask=text_mask,
                        return_dict=False)[0]
     per_sample = F.mse_loss(prediction.float(), target, reduction="none").mean(dim=(1, 2, 3, 4))
     if config.snr_gamma is not None:  # min-SNR for v-prediction: min(SNR, gamma) / (SNR + 1)
-        snr = alpha_bar.flatten() / (1 - alpha_bar.flatten()).clamp(min=1e-12)
+        snr = compute_snr(scheduler, timesteps)
         per_sample = per_sample * snr.clamp(max=config.snr_gamma) / (snr + 1)
     return per_sample.mean()
 
@@ -417,17 +422,6 @@ def changed_options(trainer_state: dict, config: TrainConfig, mask_config, world
     dropped = {key: None for key in saved if key.startswith("mask ") and key not in current}  # a ratio left out
     return [f"{key} {show(saved[key])} -> {show(value)}" for key, value in {**current, **dropped}.items()
             if key in saved and key not in _RESUME_NEUTRAL and saved[key] != value]
-
-
-def _apply_hyperparameters(optimizer, lr_scheduler, config: TrainConfig) -> None:
-    """A checkpoint restores the optimiser's state (moments, step counts); the hyperparameters are this run's
-    (so `--learning-rate` on a resumed run takes effect)."""
-    lr_scheduler.base_lrs = [config.learning_rate] * len(optimizer.param_groups)
-    factor = lr_scheduler.lr_lambdas[0](lr_scheduler.last_epoch)
-    for group in optimizer.param_groups:
-        group.update(lr=config.learning_rate * factor, initial_lr=config.learning_rate, eps=config.adam_epsilon,
-                     betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.adam_weight_decay)
-    lr_scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def _loggable(config: TrainConfig) -> dict:
