@@ -37,7 +37,7 @@ def test_loss_falls(cli, data_file, model_dir, tmp_path):
     from opensora_cli.models.transformer_opensora import OpenSoraInpaint_v1_3
     from opensora_cli.pipelines.schedulers import make_scheduler
     from opensora_cli.schemas.train import TrainConfig
-    from opensora_cli.training.loop import _loss, build_transformer, step_generator
+    from opensora_cli.training.loop import Frozen, _loss, build_transformer, step_generator
 
     args = train_args(data_file, model_dir, tmp_path / "out", "--max-train-steps", "60", "--learning-rate", "1e-3",
                       "--checkpointing-steps", "60")
@@ -52,14 +52,13 @@ def test_loss_falls(cli, data_file, model_dir, tmp_path):
     vae = load_pretrained(WFVAEModel, model_dir / "vae")
     text_encoder = TextEncoder.from_pretrained(model_dir / "text_encoder")
     dataset = VideoTextDataset(data_file, num_frames=9, max_hxw=6144, min_hxw=1024, hw_stride=16, train_fps=8, seed=3)
-    alphas = make_scheduler("DDPM").alphas_cumprod.float()
+    frozen = Frozen(vae, text_encoder, MaskCompressor(), make_scheduler("DDPM"), torch.float32, torch.device("cpu"))
     batches = [collate([dataset[(9, 2 * i)], dataset[(9, 2 * i + 1)]]) for i in range(4)]
 
     def evaluate(model) -> float:
         with torch.no_grad():
             return float(np.mean([
-                _loss(batch, model, vae, text_encoder, MaskCompressor(), None, alphas, config, torch.float32,
-                      torch.device("cpu"), step_generator(0, i, r, 0, torch.device("cpu"))).item()
+                _loss(model, frozen, batch, config, step_generator(0, i, r, 0, torch.device("cpu"))).item()
                 for i, batch in enumerate(batches) for r in range(4)
             ]))
 
@@ -115,6 +114,23 @@ def test_kill_and_resume_gives_the_same_weights(data_file, model_dir, tmp_path):
                  "transformer/diffusion_pytorch_model.safetensors", "state/optimizer.safetensors"):
         a = load_file(tmp_path / "straight" / "checkpoint-8" / name)
         b = load_file(killed_dir / "checkpoint-8" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_resuming_during_the_warm_up_continues_the_same_ramp(cli, data_file, model_dir, tmp_path):
+    """The LR schedule is rebuilt at the step reached, not read back: an off-by-one would show in the weights."""
+    common = ["--lr-warmup-steps", "3", "--learning-rate", "1e-3", "--checkpointing-steps", "2", "--use-ema"]
+    straight = cli(*train_args(data_file, model_dir, tmp_path / "straight", "--max-train-steps", "4", *common))
+    first = cli(*train_args(data_file, model_dir, tmp_path / "cut", "--max-train-steps", "2", *common))
+    resumed = cli(*train_args(data_file, model_dir, tmp_path / "cut", "--max-train-steps", "4",
+                              "--resume-from-checkpoint", "latest", *common))
+    assert straight.code == first.code == resumed.code == 0, straight.err + first.err + resumed.err
+    # diffusers' ramp: the LR of step s + 1 is s / warmup of the full rate (0 on the first step)
+    schedule = json.loads((tmp_path / "cut" / "checkpoint-2" / "state" / "scheduler.json").read_text())
+    assert schedule["_last_lr"] == [pytest.approx(2 / 3 * 1e-3)]
+    for name in ("state/training_weights.safetensors", "state/ema.safetensors", "state/optimizer.safetensors"):
+        a = load_file(tmp_path / "straight" / "checkpoint-4" / name)
+        b = load_file(tmp_path / "cut" / "checkpoint-4" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 

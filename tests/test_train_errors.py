@@ -99,8 +99,10 @@ def test_ctrl_c_before_the_first_checkpoint(cli, data_file, model_dir, tmp_path,
 
 
 def test_ctrl_c_while_loading_points_to_the_checkpoint(data_file, model_dir, tmp_path, monkeypatch):
+    from opensora_cli.errors import TrainingInterrupted
     from opensora_cli.models import loading
     from opensora_cli.schemas.train import TrainConfig
+    from opensora_cli.services.events import SilentTrainReporter
     from opensora_cli.training import loop
 
     elsewhere = tmp_path / "old"
@@ -113,8 +115,9 @@ def test_ctrl_c_while_loading_points_to_the_checkpoint(data_file, model_dir, tmp
     monkeypatch.setattr(loading, "load_pretrained", interrupted_load)  # the first model it loads: the VAE
     config = TrainConfig(data=data_file, model="OpenSoraInpaint_v1_3-tiny", output_dir=tmp_path / "out",
                          resume_from_checkpoint=str(elsewhere / "checkpoint-7"), device="cpu")
-    with pytest.raises(loop.TrainingInterrupted) as exc:
-        loop.train(config, {"vae": model_dir / "vae", "text_encoder": model_dir / "text_encoder"})
+    with pytest.raises(TrainingInterrupted) as exc:
+        loop.train(config, {"vae": model_dir / "vae", "text_encoder": model_dir / "text_encoder"},
+                   SilentTrainReporter())
     assert exc.value.exit_code == 130 and exc.value.step is None
     assert str(exc.value) == (f"interrupted while setting up; last checkpoint: {elsewhere / 'checkpoint-7'}; resume "
                               f"with --resume-from-checkpoint {elsewhere / 'checkpoint-7'}")
@@ -127,10 +130,10 @@ class Recorder:
     """A TrainReporter that keeps its warnings."""
 
     def __init__(self):
-        from opensora_cli.training.loop import TrainReporter
+        from opensora_cli.services.events import SilentTrainReporter
 
         self.warnings: list[str] = []
-        self.base = TrainReporter()
+        self.base = SilentTrainReporter()
 
     def __getattr__(self, name):
         return getattr(self.base, name)

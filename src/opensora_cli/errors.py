@@ -5,6 +5,8 @@ No torch here: every layer imports this module.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class OpenSoraError(Exception):
     """Base class. `exit_code` is what the command exits with when this error reaches `main()`."""
@@ -59,3 +61,29 @@ class OutputError(OpenSoraError):
 
 class GenerationError(OpenSoraError):
     """A run produced no usable output (NaN/inf latents: a dtype the model overflows in): exit code 1."""
+
+
+class TrainingDiverged(OpenSoraError):
+    """The training loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+class TrainingInterrupted(Interrupted):
+    """Ctrl-C during a training run. Checkpoints are atomic, so the last one is complete whatever was being
+    written.
+
+    Args:
+        step: optimisation steps done when it stopped (None: before the first one, while setting up).
+        last_checkpoint: the newest checkpoint of the run (saved or resumed from), or None.
+        output_dir: the run's output folder (`latest` finds checkpoints there).
+    """
+
+    def __init__(self, step: int | None, last_checkpoint: Path | None, output_dir: Path) -> None:
+        self.step, self.last_checkpoint = step, last_checkpoint
+        where = "while setting up" if step is None else f"at step {step}"
+        if last_checkpoint is None:
+            how = "no checkpoint yet, so the same command starts over (--checkpointing-steps N saves more often)"
+        else:
+            inside = Path(last_checkpoint).resolve().parent == Path(output_dir).resolve()
+            how = (f"last checkpoint: {last_checkpoint}; resume with --resume-from-checkpoint "
+                   + ("latest" if inside else str(last_checkpoint)))
+        super().__init__(f"interrupted {where}; {how}")

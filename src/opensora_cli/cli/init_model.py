@@ -18,18 +18,9 @@ def init_model_command(
     verbose: bool = VerboseOption,
 ) -> None:
     """Random weights in the real architectures: try sample/train without downloads, or start a model of your own."""
-    from opensora_cli.errors import InputError
-    from opensora_cli.models.registry import PRESETS, write_random_model_folder
+    from opensora_cli.services.init_model import init_model
 
-    parts = {"transformer": transformer, "vae": vae, "text_encoder": text_encoder}
-    for kind, name in parts.items():
-        if name != "none" and (name not in PRESETS or PRESETS[name].kind != kind):
-            known = ", ".join(n for n, p in PRESETS.items() if p.kind == kind)
-            raise InputError(f"--{kind.replace('_', '-')}: '{name}' is not a {kind.replace('_', ' ')} preset — "
-                             f"use one of {known}, or none")
-    if output_dir.exists() and any(output_dir.iterdir()):
-        raise InputError(f"{output_dir}: exists and is not empty — choose a new folder")
-    paths = write_random_model_folder(output_dir, seed=seed,
-                                      **{k: (None if v == "none" else v) for k, v in parts.items()})
+    presets = {"transformer": transformer, "vae": vae, "text_encoder": text_encoder}
+    paths = init_model(output_dir, {k: (None if v == "none" else v) for k, v in presets.items()}, seed=seed)
     for kind, path in paths.items():
         console().print(f"{kind}: {path}", soft_wrap=True, markup=False)

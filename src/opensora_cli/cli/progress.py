@@ -19,12 +19,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from opensora_cli.services.sampling import Reporter
-from opensora_cli.training.loop import TrainReporter
+from opensora_cli.services.events import SampleReporter, TrainReporter
 
 
-class RichReporter(Reporter):
-    """Draws `services.sampling.Reporter` events on stderr (stdout stays clean for --json). Disabled: silent."""
+class RichReporter(SampleReporter):
+    """Draws `services.events.SampleReporter` events on stderr (stdout stays clean for --json). Disabled: silent."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled

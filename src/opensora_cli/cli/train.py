@@ -91,8 +91,8 @@ def train_command(
         raise typer.Exit(launch(train_config.nproc, state.argv, accelerate_config=train_config.accelerate_config))
 
     from opensora_cli.cli.progress import RichTrainReporter
+    from opensora_cli.errors import TrainingInterrupted
     from opensora_cli.services.training import run_training
-    from opensora_cli.training.loop import TrainingInterrupted
 
     try:
         result = run_training(train_config, dirs, RichTrainReporter(enabled=lead))  # stderr: --json stays clean
@@ -103,13 +103,7 @@ def train_command(
     if not lead:
         return
     if json_output:
-        import json
-
-        print(json.dumps({"steps": result.steps, "first_step": result.first_step,
-                          "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
-                          "losses": result.losses, "seconds_per_step": result.seconds_per_step,
-                          "samples_per_second": result.samples_per_second,
-                          "peak_memory_gib": result.peak_memory_gib, "latent_cache": result.latent_cache}))
+        print(result.model_dump_json())
         return
     out = console()
     if result.steps == result.first_step:
@@ -121,9 +115,9 @@ def train_command(
               + (f", peak GPU memory {result.peak_memory_gib:.2f} GiB" if result.peak_memory_gib else "") + ".")
     if result.latent_cache:
         c = result.latent_cache
-        total = c["hits"] + c["misses"]
-        out.print(f"Latent cache: {c['hits']} of {total} encodes reused ({100 * c['hits'] / max(1, total):.0f} %), "
-                  f"{c['entries']} latents in {c['mib']} MiB.")
+        total = c.hits + c.misses
+        out.print(f"Latent cache: {c.hits} of {total} encodes reused ({100 * c.hits / max(1, total):.0f} %), "
+                  f"{c.entries} latents in {c.mib} MiB.")
     if result.last_checkpoint:
         out.print(f"Last checkpoint: {result.last_checkpoint} — sample with: opensora sample --model "
                   f"{result.last_checkpoint} ...", soft_wrap=True, markup=False)

@@ -37,33 +37,12 @@ def train_vae_command(
 ) -> None:
     """Train a small WF-VAE (weighted reconstruction + edge + KL) and save it with calibrated latent scale/shift."""
     options = {k: v for k, v in locals().items() if k not in ("json_output", "verbose")}
-    from pydantic import ValidationError
-
-    from opensora_cli.errors import InputError
-    from opensora_cli.schemas.problems import first_problem
-    from opensora_cli.schemas.train import VaeTrainConfig
-    from opensora_cli.training.vae import train_vae
-
-    try:
-        config = VaeTrainConfig.model_validate(options)
-    except ValidationError as exc:
-        raise InputError(first_problem(exc)) from None
-    from opensora_cli.data.dataset import load_data_description
-
-    load_data_description(config.data)  # a bad description fails here, before any model is built
     from opensora_cli.cli.progress import RichTrainReporter
+    from opensora_cli.services.vae_training import train_vae
 
-    reporter = RichTrainReporter()
-    try:
-        result = train_vae(config, reporter)
-    finally:
-        reporter.close()
+    result = train_vae(options, RichTrainReporter())
     if json_output:
-        import json
-
-        print(json.dumps({"output": str(result.output), "steps": result.steps, "psnr_db": result.psnr_db,
-                          "seconds_per_step": result.seconds_per_step, "losses": result.losses,
-                          "scale": result.scale, "shift": result.shift}))
+        print(result.model_dump_json())
         return
     console().print(f"Saved {result.output}: {result.steps} steps, {result.seconds_per_step:.2f} s/step, "
                     f"reconstruction PSNR {result.psnr_db:.1f} dB on training clips.", soft_wrap=True,

@@ -26,15 +26,6 @@ DEVICE_KINDS = ("cpu", "cuda", "npu")
 NPU_HINT = "--device npu needs torch_npu: pip install 'opensora-cli[npu]' (Ascend CANN toolkit required)"
 
 
-# The names of --dtype (schemas.sample.DTYPE_NAMES) and the torch dtypes they stand for.
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """The torch dtype of a dtype name ("fp32", "bf16" or "fp16")."""
-    return DTYPES[name]
-
-
 def _import_torch_npu():
     """Import torch_npu, which registers the "npu" device with torch; MissingDependencyError if absent."""
     try:
@@ -252,3 +243,12 @@ def distributed_context(device_name: str | None = None) -> Iterator[DistContext]
         clean = True
     finally:
         shutdown(ctx, clean=clean)
+
+
+# The dtype names of `--dtype` and `--mixed-precision` (accelerate's "no" is full precision).
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The `torch.dtype` of "fp32", "bf16" or "fp16" (or "no": fp32, as accelerate's mixed precision says it)."""
+    return DTYPES["fp32" if name == "no" else name]

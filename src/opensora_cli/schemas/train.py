@@ -170,3 +170,42 @@ class VaeTrainConfig(BaseModel):
     def _num_frames(cls, value: int) -> int:  # a field validator, so the error names --num-frames
         check_num_frames(value)
         return value
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Results (what `--json` prints)
+# ------------------------------------------------------------------------------------------------------------
+
+
+class LatentCacheStats(BaseModel):
+    """How much VAE work `--latent-cache-mib` saved: encodes reused and done, latents kept and their size."""
+
+    hits: int
+    misses: int
+    entries: int
+    mib: float
+
+
+class TrainResult(BaseModel):
+    """A finished (or already finished) `opensora train` run."""
+
+    steps: int  # optimisation steps done in all, counting those before a resume
+    first_step: int  # the step this run started from (0, or the checkpoint's)
+    last_checkpoint: Path | None
+    losses: list[float] = Field(default_factory=list)  # one per step of this run
+    seconds_per_step: float = 0.0
+    samples_per_second: float = 0.0  # all processes together
+    peak_memory_gib: float | None = None  # CUDA only
+    latent_cache: LatentCacheStats | None = None
+
+
+class VaeTrainResult(BaseModel):
+    """A trained and calibrated `opensora train-vae` VAE folder."""
+
+    output: Path
+    steps: int
+    psnr_db: float = 0.0  # reconstruction of the calibration clips (training data)
+    seconds_per_step: float = 0.0
+    losses: list[float] = Field(default_factory=list)
+    scale: list[float] = Field(default_factory=list)  # per latent channel, written into config.json
+    shift: list[float] = Field(default_factory=list)

@@ -30,6 +30,7 @@ from opensora_cli.masks.patterns import latent_frame_count
 from opensora_cli.schemas.inputs import InputItem, InputsRequest
 from opensora_cli.schemas.problems import Problem, option_name
 from opensora_cli.schemas.sample import Job, SamplePlan, SampleRequest, SampleResult, SampleSummary
+from opensora_cli.services.events import SampleReporter, SilentSampleReporter
 from opensora_cli.services.model_folders import resolve_fields, resolve_model_dirs
 from opensora_cli.services.outputs import (
     check_output_dir,
@@ -47,18 +48,6 @@ from opensora_cli.utils.seeds import stable_seed
 PLAN_ENV = "OPENSORA_SAMPLE_PLAN"  # the JSON file of the plan that `--nproc` hands to its processes
 _SLUG_LENGTH = 48
 _INPUT_OPTIONS = frozenset(option_name(name) for name in InputsRequest.model_fields)
-
-
-class Reporter:
-    """Progress events of a run. These do nothing; the CLI's `RichReporter` draws them."""
-
-    def phase(self, text: str) -> None: ...
-    def warning(self, text: str) -> None: ...
-    def start(self, videos: int, steps: int) -> None: ...
-    def video_started(self, line: int, sample: int, prompt: str) -> None: ...
-    def step(self, index: int, steps: int) -> None: ...
-    def video_done(self, result: SampleResult) -> None: ...
-    def close(self) -> None: ...
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -294,14 +283,14 @@ def plan_outputs(items: list[InputItem], request: SampleRequest, dirs: dict[str,
 # ------------------------------------------------------------------------------------------------------------
 
 
-def run(plan: SamplePlan, reporter: Reporter | None = None) -> SampleSummary:
+def run(plan: SamplePlan, reporter: SampleReporter | None = None) -> SampleSummary:
     """Make the plan's outputs. In a process of `--nproc`, this process's share of them.
 
     Raises:
         Interrupted: Ctrl-C (the message says how much was written).
         OutputError, GenerationError: an output could not be written or came out as NaN.
     """
-    reporter = reporter or Reporter()
+    reporter = reporter or SilentSampleReporter()
     for warning in plan.warnings:
         reporter.warning(warning.render())
 
@@ -355,7 +344,7 @@ def _take(job: Job, ctx, writer: bool, sp: bool, overwrite: bool):
     return claim, reason
 
 
-def _make_outputs(plan: SamplePlan, ctx, reporter: Reporter) -> SampleSummary:
+def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSummary:
     import torch
 
     from opensora_cli.distributed.device import torch_dtype
@@ -443,7 +432,7 @@ class _Made:
     frames: Any  # (T, H, W, 3) uint8
 
 
-def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter: Reporter, claim) -> _Made:
+def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter: SampleReporter, claim) -> _Made:
     """One video through the pipeline, from the plan's mask type, kept frames and size; the claim's heartbeat
     beats at every step."""
     import torch

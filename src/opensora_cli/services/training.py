@@ -6,9 +6,10 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from opensora_cli.errors import InputError, MissingDependencyError
+from opensora_cli.errors import InputError, MissingDependencyError, TrainingDiverged
 from opensora_cli.schemas.problems import Problem
-from opensora_cli.schemas.train import TrainConfig, load_train_config
+from opensora_cli.schemas.train import TrainConfig, TrainResult, load_train_config
+from opensora_cli.services.events import SilentTrainReporter, TrainReporter
 
 
 def resolve_train_dirs(config: TrainConfig) -> tuple[dict[str, Path], list[Problem]]:
@@ -46,6 +47,11 @@ def check_train_request(
         return None, {}, problems
     dirs, dir_problems = resolve_train_dirs(config)
     problems += dir_problems
+    from opensora_cli.models.registry import PRESETS
+
+    preset = PRESETS.get(config.model)
+    if preset is not None and preset.class_name != "OpenSoraInpaint_v1_3":
+        problems.append(Problem.of("--model", None, f"{config.model} is not an inpainting transformer preset"))
     if config.mask_config is not None:
         from opensora_cli.schemas.mask_config import load_mask_config
 
@@ -67,18 +73,20 @@ def check_train_request(
     return config, dirs, problems
 
 
-def run_training(config: TrainConfig, dirs: dict[str, Path], reporter=None):
+def run_training(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter | None = None) -> TrainResult:
     """Train (see `training.loop.train`); the reporter is closed however the run ends.
 
     Raises:
-        training.loop.TrainingInterrupted: Ctrl-C (exit code 130), with the step reached and the checkpoint to
-            resume from; the command prints its message, which is not an error.
+        TrainingInterrupted: Ctrl-C (exit code 130), with the step reached and the checkpoint to resume from;
+            the command prints its message, which is not an error.
         InputError, ModelLoadError, TrainingDiverged: one line each, naming the file or option.
     """
-    from opensora_cli.training.loop import TrainReporter, train
+    from opensora_cli.training.loop import train
 
-    reporter = reporter or TrainReporter()
+    reporter = reporter or SilentTrainReporter()
     try:
         return train(config, dirs, reporter)
+    except TrainingDiverged as exc:
+        raise TrainingDiverged(f"{exc}; lower --learning-rate or use --mixed-precision bf16 instead of fp16") from None
     finally:
         reporter.close()

@@ -5,7 +5,8 @@
                                else the trained weights — what sampling should use
         vae, text_encoder      relative symlinks to the frozen models, so the folder is a complete model bundle
         state/                 training_weights.safetensors (the raw trained weights, with EMA on),
-                               optimizer.safetensors + optimizer.json, ema.safetensors, scheduler.json
+                               optimizer.safetensors + optimizer.json, ema.safetensors, scheduler.json (the
+                               LR schedule's state; a resume rebuilds it from the step)
         trainer_state.json     step, data position, loss, the config
         opensora_defaults.json frames and area range trained on: `opensora sample`'s defaults for this model
 
@@ -121,7 +122,8 @@ def save_checkpoint(
     model.save_pretrained(tmp / "transformer", safe_serialization=True)
     if ema is not None:
         ema.restore(model.parameters())
-        save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
+        averages = ema.state_dict()
+        save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(averages["shadow_params"])},
                   tmp / "state" / "ema.safetensors")
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                   tmp / "state" / "training_weights.safetensors")
@@ -131,12 +133,16 @@ def save_checkpoint(
     save_file(tensors, tmp / "state" / "optimizer.safetensors")
     (tmp / "state" / "optimizer.json").write_text(json.dumps(meta))
     (tmp / "state" / "scheduler.json").write_text(json.dumps(lr_scheduler.state_dict()))
-    extra = {"ema_optimization_step": ema.optimization_step} if ema is not None else {}
+    extra = {"ema_optimization_step": averages["optimization_step"]} if ema is not None else {}
     (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, **extra, "step": step}, indent=2, default=str))
     if defaults:
         (tmp / "opensora_defaults.json").write_text(json.dumps(defaults, indent=2))
     for name, target in links.items():
         link_model_folder(Path(target), tmp / name)
+    if {"vae", "text_encoder"} <= set(links):  # a whole bundle: say so as diffusers pipelines do
+        from opensora_cli.models.loading import write_model_index
+
+        write_model_index(tmp)
 
     # 3. Into place; then prune
     if final.exists():
@@ -172,8 +178,15 @@ def _hard_link_or_copy(source: str, destination: str) -> None:
         shutil.copy2(source, destination)
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler, ema) -> dict:
-    """Restore model, optimizer, LR schedule and EMA from `path`; returns the trainer state."""
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema) -> dict:
+    """Restore the trained weights, the optimizer's state and the EMA from `path`.
+
+    The LR schedule is not restored: it is a function of the step, rebuilt at the step reached (see
+    `training.loop`); scheduler.json only records it.
+
+    Returns:
+        the trainer state (`step`, data position, loss, the config), as `save_checkpoint` wrote it.
+    """
     state = json.loads((path / STATE_FILE).read_text())
     weights = path / "state" / "training_weights.safetensors"
     if weights.is_file():  # with EMA, transformer/ holds the EMA weights; the trained ones are here
@@ -185,9 +198,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     device = next(model.parameters()).device
     meta = json.loads((path / "state" / "optimizer.json").read_text())
     optimizer.load_state_dict(_optimizer_from_files(load_file(path / "state" / "optimizer.safetensors"), meta))
-    lr_scheduler.load_state_dict(json.loads((path / "state" / "scheduler.json").read_text()))
     if ema is not None:
         shadow = load_file(path / "state" / "ema.safetensors")
-        ema.shadow_params = [shadow[str(i)].to(device) for i in range(len(shadow))]
-        ema.optimization_step = state.get("ema_optimization_step", state["step"])
+        # the averages and their step only (the decay and the rest are this run's); on the host, where
+        # load_state_dict's copy of them is cheaper
+        ema.load_state_dict({"shadow_params": [shadow[str(i)] for i in range(len(shadow))],
+                             "optimization_step": state.get("ema_optimization_step", state["step"])})
+        ema.to(device)
     return state

@@ -14,23 +14,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from opensora_cli.schemas.train import VaeTrainConfig
+from opensora_cli.errors import TrainingDiverged
+from opensora_cli.schemas.train import VaeTrainConfig, VaeTrainResult
 
-
-@dataclass
-class VaeTrainResult:
-    output: Path
-    steps: int
-    losses: list[float] = field(default_factory=list)
-    psnr_db: float = 0.0
-    seconds_per_step: float = 0.0
-    scale: list[float] = field(default_factory=list)
-    shift: list[float] = field(default_factory=list)
+if TYPE_CHECKING:
+    from opensora_cli.services.events import TrainReporter
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, foreground_weight: float) -> torch.Tensor:
@@ -57,8 +49,19 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
     return 100.0 if mse == 0 else 10 * math.log10(4.0 / mse)
 
 
-def train_vae(config: VaeTrainConfig, reporter=None) -> VaeTrainResult:
-    """Train, calibrate the latent scale/shift, save `output_dir` (a diffusers folder). Returns losses and PSNR."""
+def train_vae(config: VaeTrainConfig, reporter: TrainReporter) -> VaeTrainResult:
+    """Train, calibrate the latent scale/shift, save `config.output_dir` (a diffusers folder).
+
+    Args:
+        config: the validated options.
+        reporter: receives `start` and one `step` per optimisation step.
+
+    Returns:
+        The losses, the reconstruction PSNR of the calibration clips and the calibrated scale and shift.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite (nothing is saved then).
+    """
     from torch.utils.data import DataLoader
 
     from opensora_cli.data.bucketing import BucketBatchSampler
@@ -73,7 +76,7 @@ def train_vae(config: VaeTrainConfig, reporter=None) -> VaeTrainResult:
 
         vae = load_pretrained(WFVAEModel, config.init, device=device).train()
     else:
-        with torch.random.fork_rng(devices=[]):  # the initial weights depend on --seed only
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
             torch.manual_seed(config.seed)
             vae = build(config.preset).to(device).train()
     dataset = VideoTextDataset(config.data, num_frames=config.num_frames, max_hxw=config.max_hxw,
@@ -89,8 +92,7 @@ def train_vae(config: VaeTrainConfig, reporter=None) -> VaeTrainResult:
                                                           eta_min=config.learning_rate / 100)
     generator = torch.Generator(device).manual_seed(config.seed)
     result = VaeTrainResult(output=config.output_dir, steps=config.max_train_steps)
-    if reporter is not None:
-        reporter.start(config.max_train_steps, 0)
+    reporter.start(config.max_train_steps, 0)
 
     # 1. Reconstruction training
     started = time.perf_counter()
@@ -110,12 +112,9 @@ def train_vae(config: VaeTrainConfig, reporter=None) -> VaeTrainResult:
         schedule.step()
         value = loss.item()
         if not math.isfinite(value):
-            from opensora_cli.training.loop import TrainingDiverged
-
-            raise TrainingDiverged(f"the VAE loss became {value} at step {step}: lower --learning-rate")
+            raise TrainingDiverged(f"the VAE loss became {value} at step {step}")
         result.losses.append(value)
-        if reporter is not None:
-            reporter.step(step, value, (time.perf_counter() - started) / step, 0.0, schedule.get_last_lr()[0])
+        reporter.step(step, value, (time.perf_counter() - started) / step, 0.0, schedule.get_last_lr()[0])
     result.seconds_per_step = (time.perf_counter() - started) / config.max_train_steps
 
     # 2. Calibration: per-channel mean and std of the posterior means -> shift, scale; and the PSNR
