@@ -62,7 +62,7 @@ def train_command(
     output_dir: Optional[Path] = _opt("--output-dir", help="Checkpoints and logs [train_output]."),
     seed: Optional[int] = _opt("--seed", help="[1234]"),
     device: Optional[str] = _opt("--device", help="cpu, cuda or npu."),
-    nproc: Optional[int] = _opt("--nproc", help="Processes on this machine (accelerate's launcher)."),
+    nproc: Optional[int] = _opt("--nproc", help="Processes on this machine (torch's elastic launcher)."),
     deepspeed: Optional[str] = _opt("--deepspeed", help="zero2 (needs the deepspeed extra)."),
     accelerate_config: Optional[Path] = _opt("--accelerate-config", help="accelerate config file (multi-node)."),
     report_to: Optional[str] = _opt("--report-to", help="tensorboard."),
