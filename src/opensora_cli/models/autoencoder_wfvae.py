@@ -407,27 +407,22 @@ class InverseHaarWaveletTransform2D(nn.Module):
         return F.conv_transpose3d(x, filters, stride=(1, 2, 2)).view(b, c, t, 2 * h, 2 * w)
 
 
-# Config block names -> our classes. Only the released 4x8x8 layout is implemented; the channel counts
-# (12 / 24 energy-flow coefficients) and the temporal bookkeeping follow from it.
-_BLOCK_NAMES = {
-    "l1_dowmsample_block": {"Downsample": Downsample},
-    "l1_downsample_wavelet": {"HaarWaveletTransform2D": HaarWaveletTransform2D},
-    "l2_dowmsample_block": {"Spatial2xTime2x3DDownsample": Spatial2xTime2x3DDownsample},
-    "l2_downsample_wavelet": {"HaarWaveletTransform3D": HaarWaveletTransform3D},
-    "l1_upsample_block": {"Upsample": Upsample},
-    "l1_upsample_wavelet": {"InverseHaarWaveletTransform2D": InverseHaarWaveletTransform2D},
-    "l2_upsample_block": {"Spatial2xTime2x3DUpsample": Spatial2xTime2x3DUpsample},
-    "l2_upsample_wavelet": {"InverseHaarWaveletTransform3D": InverseHaarWaveletTransform3D},
-    "attention_type": {"AttnBlock3DFix": AttnBlock3DFix},
+# Allowed values of the reference config fields that name a mode or a class. Only the released 4x8x8 layout is
+# implemented (the channel counts and temporal bookkeeping follow from it), so each class field allows exactly
+# its released name.
+_ALLOWED = {
+    "norm_type": ("groupnorm", "layernorm"),
+    "t_interpolation": ("nearest", "trilinear"),
+    "attention_type": ("AttnBlock3DFix",),
+    "l1_dowmsample_block": ("Downsample",),
+    "l1_downsample_wavelet": ("HaarWaveletTransform2D",),
+    "l2_dowmsample_block": ("Spatial2xTime2x3DDownsample",),
+    "l2_downsample_wavelet": ("HaarWaveletTransform3D",),
+    "l1_upsample_block": ("Upsample",),
+    "l1_upsample_wavelet": ("InverseHaarWaveletTransform2D",),
+    "l2_upsample_block": ("Spatial2xTime2x3DUpsample",),
+    "l2_upsample_wavelet": ("InverseHaarWaveletTransform3D",),
 }
-_CHOICES = {"norm_type": ("groupnorm", "layernorm"), "t_interpolation": ("nearest", "trilinear")}
-
-
-def _resolve(field: str, value: str):
-    table = _BLOCK_NAMES[field]
-    if value not in table:
-        raise ValueError(f"WFVAEModel: {field}={value!r} is not supported; expected one of {sorted(table)}")
-    return table[value]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -439,19 +434,19 @@ class Encoder(nn.Module):
     """(B, 3, T, H, W) in [-1, 1] -> posterior parameters (B, 2*latent_dim, (T-1)/4 + 1, H/8, W/8)."""
 
     def __init__(self, latent_dim, base_channels, num_resblocks, energy_flow_hidden_size, dropout,
-                 use_attention, norm_type, blocks):
+                 use_attention, norm_type):
         super().__init__()
         c, e = base_channels, energy_flow_hidden_size
         self.latent_dim = latent_dim
         self.down1 = nn.Sequential(
             FrameConv2d(24, c, 3, padding=1),
             *[ResnetBlock2D(c, c, dropout, norm_type) for _ in range(num_resblocks)],
-            blocks["l1_dowmsample_block"](c, c),
+            Downsample(c, c),
         )
         self.down2 = nn.Sequential(
             FrameConv2d(c + e, 2 * c, 3, padding=1),
             *[ResnetBlock3D(2 * c, 2 * c, dropout, norm_type) for _ in range(num_resblocks)],
-            blocks["l2_dowmsample_block"](2 * c, 2 * c),
+            Spatial2xTime2x3DDownsample(2 * c, 2 * c),
         )
         self.connect_l1 = FrameConv2d(12, e, 3, padding=1)
         self.connect_l2 = FrameConv2d(24, e, 3, padding=1)
@@ -460,13 +455,13 @@ class Encoder(nn.Module):
             ResnetBlock3D(4 * c, 4 * c, dropout, norm_type),
         ]
         if use_attention:
-            mid.insert(1, blocks["attention_type"](4 * c, norm_type))
+            mid.insert(1, AttnBlock3DFix(4 * c, norm_type))
         self.mid = nn.Sequential(*mid)
         self.norm_out = _normalize(4 * c, norm_type)
         self.conv_out = CausalConv3d(4 * c, 2 * latent_dim, 3, padding=1)
         self.wavelet_transform_in = HaarWaveletTransform3D()
-        self.wavelet_transform_l1 = blocks["l1_downsample_wavelet"]()
-        self.wavelet_transform_l2 = blocks["l2_downsample_wavelet"]()
+        self.wavelet_transform_l1 = HaarWaveletTransform2D()
+        self.wavelet_transform_l2 = HaarWaveletTransform3D()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (h, l1_coeffs, l2_coeffs): h (B, 2L, T', H/8, W/8) = [mean | logvar (unclamped)],
@@ -504,7 +499,7 @@ class Decoder(_StreamingModule):
     """(B, latent_dim, t, h, w) -> (B, 3, 4t - 3, 8h, 8w), not clamped."""
 
     def __init__(self, latent_dim, base_channels, num_resblocks, energy_flow_hidden_size, dropout,
-                 use_attention, norm_type, t_interpolation, connect_res_layer_num, blocks):
+                 use_attention, norm_type, t_interpolation, connect_res_layer_num):
         super().__init__()
         c, e = base_channels, energy_flow_hidden_size
         self.energy_flow_hidden_size = e
@@ -514,11 +509,11 @@ class Decoder(_StreamingModule):
             ResnetBlock3D(4 * c, 4 * c + e, dropout, norm_type),
         ]
         if use_attention:
-            mid.insert(1, blocks["attention_type"](4 * c, norm_type))
+            mid.insert(1, AttnBlock3DFix(4 * c, norm_type))
         self.mid = nn.Sequential(*mid)
         self.up2 = nn.Sequential(
             *[ResnetBlock3D(4 * c, 4 * c, dropout, norm_type) for _ in range(num_resblocks)],
-            blocks["l2_upsample_block"](4 * c, 4 * c, t_interpolation),
+            Spatial2xTime2x3DUpsample(4 * c, 4 * c, t_interpolation),
             ResnetBlock3D(4 * c, 4 * c + e, dropout, norm_type),
         )
         self.up1 = nn.Sequential(
@@ -526,7 +521,7 @@ class Decoder(_StreamingModule):
                 ResnetBlock3D(4 * c if i == 0 else 2 * c, 2 * c, dropout, norm_type)
                 for i in range(num_resblocks)
             ],
-            blocks["l1_upsample_block"](2 * c, 2 * c),
+            Upsample(2 * c, 2 * c),
             ResnetBlock3D(2 * c, 2 * c, dropout, norm_type),
         )
         self.layer = nn.Sequential(
@@ -543,8 +538,8 @@ class Decoder(_StreamingModule):
         self.norm_out = _normalize(c, norm_type)
         self.conv_out = FrameConv2d(c, 24, 3, padding=1)
         self.inverse_wavelet_transform_out = InverseHaarWaveletTransform3D()
-        self.inverse_wavelet_transform_l1 = blocks["l1_upsample_wavelet"]()
-        self.inverse_wavelet_transform_l2 = blocks["l2_upsample_wavelet"]()
+        self.inverse_wavelet_transform_l1 = InverseHaarWaveletTransform2D()
+        self.inverse_wavelet_transform_l2 = InverseHaarWaveletTransform3D()
 
     def reset_cache(self) -> None:
         self.l2_pending = None
@@ -636,28 +631,19 @@ class WFVAEModel(ModelMixin, ConfigMixin):
         l2_upsample_wavelet: str = "InverseHaarWaveletTransform3D",
     ):
         super().__init__()
-        for field, value in (("norm_type", norm_type), ("t_interpolation", t_interpolation)):
-            if value not in _CHOICES[field]:
-                raise ValueError(f"WFVAEModel: {field}={value!r}; expected one of {list(_CHOICES[field])}")
+        for field, allowed in _ALLOWED.items():  # register_to_config fills self.config before this body runs
+            if (value := self.config[field]) not in allowed:
+                raise ValueError(f"WFVAEModel: {field}={value!r}; expected one of {list(allowed)}")
         for name, values in (("scale", scale), ("shift", shift)):
             if len(values) != latent_dim:
                 raise ValueError(f"WFVAEModel: {name} has {len(values)} entries; latent_dim is {latent_dim}")
-        names = dict(
-            l1_dowmsample_block=l1_dowmsample_block, l1_downsample_wavelet=l1_downsample_wavelet,
-            l2_dowmsample_block=l2_dowmsample_block, l2_downsample_wavelet=l2_downsample_wavelet,
-            l1_upsample_block=l1_upsample_block, l1_upsample_wavelet=l1_upsample_wavelet,
-            l2_upsample_block=l2_upsample_block, l2_upsample_wavelet=l2_upsample_wavelet,
-            attention_type=attention_type,
-        )
-        blocks = {field: _resolve(field, value) for field, value in names.items()}
-
         self.encoder = Encoder(
             latent_dim, base_channels, encoder_num_resblocks, encoder_energy_flow_hidden_size, dropout,
-            use_attention, norm_type, blocks,
+            use_attention, norm_type,
         )
         self.decoder = Decoder(
             latent_dim, base_channels, decoder_num_resblocks, decoder_energy_flow_hidden_size, dropout,
-            use_attention, norm_type, t_interpolation, connect_res_layer_num, blocks,
+            use_attention, norm_type, t_interpolation, connect_res_layer_num,
         )
         # The wrapper's constants: config values, not checkpoint entries (hence non-persistent).
         self.register_buffer("latent_scale", torch.tensor(scale, dtype=torch.float32).view(1, -1, 1, 1, 1),

@@ -1,108 +1,18 @@
-"""Embeddings of the Open-Sora Plan v1.3 transformer: timestep (PixArt adaLN-single), caption projection,
-per-frame patch embedding and the 3-D rotary position embedding (RoPE-3D).
+"""Embeddings of the Open-Sora Plan v1.3 transformer that diffusers has no equivalent for: the per-frame patch
+embedding and the 3-D rotary position embedding (RoPE-3D). The timestep (adaLN-single) and caption modules are
+diffusers' own, imported by the transformer.
 
-Module and attribute names decide checkpoint keys (`adaln_single.emb.timestep_embedder.linear_1`,
-`caption_projection.linear_2`, `pos_embed.proj`, ...): keep them.
+Module and attribute names decide checkpoint keys (`pos_embed.proj`, ...): keep them.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
 # ------------------------------------------------------------------------------------------------------------
-# Timestep
+# Patches
 # ------------------------------------------------------------------------------------------------------------
-
-
-def timestep_sinusoids(timestep: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal timestep embedding, cosine half first ("flip_sin_to_cos"), always in float32.
-
-    Frequencies are exp(-ln(max_period) * i / (dim / 2)), i = 0 .. dim/2 - 1, as diffusers computes them (no
-    frequency shift), so that the released weights see the numbers they were trained on.
-
-    Args:
-        timestep: (B,) integer or float timesteps.
-        dim: embedding width (even).
-
-    Returns:
-        (B, dim) float32: [cos(t * f), sin(t * f)].
-    """
-    half = dim // 2
-    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timestep.device) / half
-    angles = timestep[:, None].float() * torch.exp(exponent)[None, :]  # (B, half)
-    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
-
-
-class TimestepEmbedding(nn.Module):
-    """Linear -> SiLU -> Linear on the sinusoidal embedding."""
-
-    def __init__(self, in_channels: int, dim: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(in_channels, dim)
-        self.act = nn.SiLU()
-        self.linear_2 = nn.Linear(dim, dim)
-
-    def forward(self, sample: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(sample)))
-
-
-class TimestepEmbedder(nn.Module):
-    """Sinusoids (float32) cast to the weights' dtype, then the MLP. A module of its own only because the
-    checkpoint keys go through it (`emb.timestep_embedder.*`)."""
-
-    def __init__(self, dim: int, frequency_dim: int = 256):
-        super().__init__()
-        self.frequency_dim = frequency_dim
-        self.timestep_embedder = TimestepEmbedding(frequency_dim, dim)
-
-    def forward(self, timestep: torch.Tensor) -> torch.Tensor:
-        sinusoids = timestep_sinusoids(timestep, self.frequency_dim)
-        return self.timestep_embedder(sinusoids.to(self.timestep_embedder.linear_1.weight.dtype))
-
-
-class AdaLayerNormSingle(nn.Module):
-    """PixArt "adaLN-single": one timestep MLP shared by all blocks, producing six modulation vectors per
-    sample (shift, scale, gate for attention and for the feed-forward); each block adds its own table."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.emb = TimestepEmbedder(dim)
-        self.silu = nn.SiLU()
-        self.linear = nn.Linear(dim, 6 * dim)
-
-    def forward(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """
-        Args:
-            timestep: (B,) integer or float.
-
-        Returns:
-            modulation (B, 6 * dim) in the order [shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp,
-            gate_mlp], and the embedded timestep (B, dim) that modulates the output head.
-        """
-        embedded_timestep = self.emb(timestep)
-        return self.linear(self.silu(embedded_timestep)), embedded_timestep
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Caption and patches
-# ------------------------------------------------------------------------------------------------------------
-
-
-class CaptionProjection(nn.Module):
-    """Text-encoder states to the transformer width: Linear -> GELU(tanh) -> Linear, on every token (padding
-    tokens too; cross-attention masks them)."""
-
-    def __init__(self, in_features: int, hidden_size: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(in_features, hidden_size)
-        self.act_1 = nn.GELU(approximate="tanh")
-        self.linear_2 = nn.Linear(hidden_size, hidden_size)
-
-    def forward(self, caption: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act_1(self.linear_1(caption)))
 
 
 class PatchEmbed2D(nn.Module):

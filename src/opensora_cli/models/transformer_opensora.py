@@ -18,17 +18,15 @@ import math
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import FeedForward
+from diffusers.models.embeddings import PixArtAlphaTextProjection
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.normalization import AdaLayerNormSingle
 from torch import nn
 
 from opensora_cli.models.attention import MASKED_BIAS, Attention, AttnProcessor, prepare_self_attention_mask
-from opensora_cli.models.embeddings import (
-    AdaLayerNormSingle,
-    CaptionProjection,
-    PatchEmbed2D,
-    RotaryEmbedding3D,
-)
+from opensora_cli.models.embeddings import PatchEmbed2D, RotaryEmbedding3D
 
 # The reference makes block i sparse when 1 < i < 30: written for its 32 layers (dense first two and last
 # two) but applied literally at every depth, so a 4-layer model has sparse blocks 2 and 3, and models of other
@@ -46,33 +44,6 @@ def is_skiparse_block(index: int) -> bool:
 # ------------------------------------------------------------------------------------------------------------
 
 
-class GELU(nn.Module):
-    """Linear followed by GELU (diffusers' `GELU` layout: the weight lives in `proj`)."""
-
-    def __init__(self, dim_in: int, dim_out: int, approximate: str = "none"):
-        super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out)
-        self.approximate = approximate
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.proj(hidden_states), approximate=self.approximate)
-
-
-class FeedForward(nn.Module):
-    """Linear -> GELU -> dropout -> Linear, keys `net.0.proj` and `net.2` as diffusers' FeedForward."""
-
-    def __init__(self, dim: int, inner_dim: int, approximate: str = "tanh", dropout: float = 0.0):
-        super().__init__()
-        self.net = nn.ModuleList(
-            [GELU(dim, inner_dim, approximate), nn.Dropout(dropout), nn.Linear(inner_dim, dim)]
-        )
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        for layer in self.net:
-            hidden_states = layer(hidden_states)
-        return hidden_states
-
-
 class OpenSoraTransformerBlock(nn.Module):
     """PixArt-style block: modulated self-attention (RoPE-3D, optional Skiparse), un-normalised and ungated
     cross-attention, modulated feed-forward. Modulation = shared adaLN-single vectors + this block's table."""
@@ -84,7 +55,7 @@ class OpenSoraTransformerBlock(nn.Module):
         attention_head_dim: int,
         cross_attention_dim: int,
         dropout: float = 0.0,
-        approximate_gelu: bool = True,
+        activation_fn: str = "gelu-approximate",
         attention_bias: bool = False,
         norm_elementwise_affine: bool = False,
         norm_eps: float = 1e-6,
@@ -102,7 +73,7 @@ class OpenSoraTransformerBlock(nn.Module):
             bias=attention_bias, dropout=dropout,
         )
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
-        self.ff = FeedForward(dim, 4 * dim, "tanh" if approximate_gelu else "none", dropout)
+        self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn)  # keys net.0.proj, net.2
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
     def forward(
@@ -219,7 +190,7 @@ class OpenSoraT2V_v1_3(ModelMixin, ConfigMixin):
 
         # Registration order reproduces the reference's state-dict key order.
         self.scale_shift_table = nn.Parameter(torch.randn(2, inner_dim) / inner_dim**0.5)
-        self.caption_projection = CaptionProjection(caption_channels, inner_dim)
+        self.caption_projection = PixArtAlphaTextProjection(caption_channels, inner_dim)  # GELU(tanh)
         self.pos_embed = PatchEmbed2D(in_channels, inner_dim, patch_size)
         self.rope = RotaryEmbedding3D(
             attention_head_dim,
@@ -231,7 +202,7 @@ class OpenSoraT2V_v1_3(ModelMixin, ConfigMixin):
                 OpenSoraTransformerBlock(
                     inner_dim, num_attention_heads, attention_head_dim, cross_attention_dim,
                     dropout=dropout,
-                    approximate_gelu=activation_fn == "gelu-approximate",
+                    activation_fn=activation_fn,
                     attention_bias=attention_bias,
                     norm_elementwise_affine=norm_elementwise_affine,
                     norm_eps=norm_eps,
@@ -350,7 +321,8 @@ class OpenSoraT2V_v1_3(ModelMixin, ConfigMixin):
         # 2. Embeddings: patches, timestep modulation, caption, RoPE tables of the full grid
         hidden_states = self.embed_patches(hidden_states.to(dtype))  # (B, N, D)
         timestep = torch.as_tensor(timestep, device=device).reshape(-1).expand(batch)  # (B,)
-        modulation, embedded_timestep = self.adaln_single(timestep)  # (B, 6*D), (B, D)
+        # float32 sinusoids (cos first, no frequency shift), cast to the weights' dtype before the MLP
+        modulation, embedded_timestep = self.adaln_single(timestep, hidden_dtype=dtype)  # (B, 6*D), (B, D)
         modulation = modulation.unflatten(1, (6, -1))  # (B, 6, D)
         if encoder_hidden_states.ndim == 4:
             encoder_hidden_states = encoder_hidden_states.squeeze(1)  # (B, L, C_text)
