@@ -101,8 +101,8 @@ def test_ctrl_c_before_the_first_checkpoint(cli, data_file, model_dir, tmp_path,
 def test_ctrl_c_while_loading_points_to_the_checkpoint(data_file, model_dir, tmp_path, monkeypatch):
     from opensora_cli.errors import TrainingInterrupted
     from opensora_cli.models import loading
+    from opensora_cli.schemas.events import SilentTrainReporter
     from opensora_cli.schemas.train import TrainConfig
-    from opensora_cli.services.events import SilentTrainReporter
     from opensora_cli.training import loop
 
     elsewhere = tmp_path / "old"
@@ -130,7 +130,7 @@ class Recorder:
     """A TrainReporter that keeps its warnings."""
 
     def __init__(self):
-        from opensora_cli.services.events import SilentTrainReporter
+        from opensora_cli.schemas.events import SilentTrainReporter
 
         self.warnings: list[str] = []
         self.base = SilentTrainReporter()

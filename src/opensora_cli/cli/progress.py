@@ -19,11 +19,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from opensora_cli.services.events import SampleReporter, TrainReporter
+from opensora_cli.schemas.events import SampleReporter, TrainReporter
 
 
 class RichReporter(SampleReporter):
-    """Draws `services.events.SampleReporter` events on stderr (stdout stays clean for --json). Disabled: silent."""
+    """Draws `schemas.events.SampleReporter` events on stderr (stdout stays clean for --json). Disabled: silent."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled

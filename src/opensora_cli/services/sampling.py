@@ -27,10 +27,10 @@ from typing import Any
 from opensora_cli import __version__
 from opensora_cli.errors import GenerationError, Interrupted, OutputError, ValidationFailed
 from opensora_cli.masks.patterns import latent_frame_count
+from opensora_cli.schemas.events import SampleReporter, SilentSampleReporter
 from opensora_cli.schemas.inputs import InputItem, InputsRequest
 from opensora_cli.schemas.problems import Problem, option_name
 from opensora_cli.schemas.sample import Job, SamplePlan, SampleRequest, SampleResult, SampleSummary
-from opensora_cli.services.events import SampleReporter, SilentSampleReporter
 from opensora_cli.services.model_folders import resolve_fields, resolve_model_dirs
 from opensora_cli.services.outputs import (
     check_output_dir,

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from opensora_cli.errors import InputError, MissingDependencyError, TrainingDiverged
+from opensora_cli.schemas.events import SilentTrainReporter, TrainReporter
 from opensora_cli.schemas.problems import Problem
 from opensora_cli.schemas.train import TrainConfig, TrainResult, load_train_config
-from opensora_cli.services.events import SilentTrainReporter, TrainReporter
 
 
 def resolve_train_dirs(config: TrainConfig) -> tuple[dict[str, Path], list[Problem]]:

@@ -7,9 +7,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from opensora_cli.errors import InputError, TrainingDiverged
+from opensora_cli.schemas.events import SilentTrainReporter, TrainReporter
 from opensora_cli.schemas.problems import first_problem
 from opensora_cli.schemas.train import VaeTrainConfig, VaeTrainResult
-from opensora_cli.services.events import SilentTrainReporter, TrainReporter
 
 
 def train_vae(options: dict[str, Any], reporter: TrainReporter | None = None) -> VaeTrainResult:

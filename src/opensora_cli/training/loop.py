@@ -30,7 +30,7 @@ from opensora_cli.schemas.train import LatentCacheStats, TrainConfig, TrainResul
 from opensora_cli.utils.seeds import stable_seed
 
 if TYPE_CHECKING:
-    from opensora_cli.services.events import TrainReporter
+    from opensora_cli.schemas.events import TrainReporter
 
 
 def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.device) -> torch.Generator:
@@ -72,7 +72,7 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter) -
     Args:
         config: the validated options.
         dirs: "vae", "text_encoder" and optionally "transformer" model folders.
-        reporter: receives the progress events (`services.events.SilentTrainReporter` for none).
+        reporter: receives the progress events (`schemas.events.SilentTrainReporter` for none).
 
     Raises:
         TrainingInterrupted: on Ctrl-C (KeyboardInterrupt), with the step reached and the last checkpoint.

@@ -22,7 +22,7 @@ from opensora_cli.errors import TrainingDiverged
 from opensora_cli.schemas.train import VaeTrainConfig, VaeTrainResult
 
 if TYPE_CHECKING:
-    from opensora_cli.services.events import TrainReporter
+    from opensora_cli.schemas.events import TrainReporter
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, foreground_weight: float) -> torch.Tensor:
