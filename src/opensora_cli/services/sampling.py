@@ -148,7 +148,7 @@ def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     from opensora_cli.utils.system import available_host_memory
 
     height, width = memory.largest_output(items, request)
-    frames, opts = request.num_frames, request
+    frames = request.num_frames
     try:
         estimate = memory.estimate(dirs, frames, height, width, request.dtype_for(device.type), device.type,
                                    request.guidance_scale > 1.0, request.vae_tiling, request.cpu_offload)
@@ -156,19 +156,19 @@ def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str,
         return [Problem.of("--model", None, f"{dirs['transformer'] / 'config.json'}: cannot read the model's sizes "
                            f"({type(exc).__name__}: {exc})", "use the config.json the model was saved with")]
     if device.type == "cpu":
-        processes = opts.nproc
+        processes = request.nproc
         needed, free, where = estimate.peak * processes, available_host_memory(), "this machine's free memory"
     else:
         needed = estimate.device_peak
-        if opts.sp and opts.nproc > 1:
-            needed -= estimate.activations - estimate.activations // opts.nproc
+        if request.sp and request.nproc > 1:
+            needed -= estimate.activations - estimate.activations // request.nproc
         free, where = _accelerator_free_memory(device), f"free memory of {device.type}"
     if free is None or needed <= free:
         return []
     return [Problem.of("--num-frames", None, f"a {frames}-frame {height}x{width} video needs "
-                       f"{estimate.describe()}{f' per process x {opts.nproc}' if device.type == 'cpu' and opts.nproc > 1 else ''}"
+                       f"{estimate.describe()}{f' per process x {request.nproc}' if device.type == 'cpu' and request.nproc > 1 else ''}"
                        f"; {where} is {memory.gib(free)}",
-                       "use " + memory.ways_out(opts.vae_tiling, opts.cpu_offload, device.type, frames))]
+                       "use " + memory.ways_out(request.vae_tiling, request.cpu_offload, device.type, frames))]
 
 
 def _accelerator_free_memory(device) -> int | None:
