@@ -79,23 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:  # a service that knows what was done says so
         print(f"Interrupted: {exc}", file=sys.stderr)
         return exc.exit_code
-    except OpenSoraError as exc:
+    except Exception as exc:
         if state.verbose:
             import traceback
 
             traceback.print_exc()
-        print(f"Error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Exception as exc:  # a bug of ours: one line, the traceback on request
-        if state.verbose:
-            import traceback
-
-            traceback.print_exc()
-        print(
-            f"Internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback, and please "
-            "report it)",
-            file=sys.stderr,
-        )
+        if isinstance(exc, OpenSoraError):
+            print(f"Error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        # A bug of ours: one line, the traceback on request.
+        print(f"Internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback, and please "
+              "report it)", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
 

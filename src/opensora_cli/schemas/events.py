@@ -1,8 +1,8 @@
 """Progress events of the long commands: what a run tells its caller while it works (torch-free).
 
 A service takes a reporter and calls it; the CLI's `cli.progress` draws the events with rich, a test records
-them, and a library caller may pass nothing (the `Silent...` reporters do nothing). The protocols' methods do
-nothing too, so a reporter that subclasses one draws only the events it overrides.
+them, and a library caller may pass nothing (the `Silent...` reporters). The protocols' methods do nothing, so a
+reporter that subclasses one draws only the events it overrides.
 """
 
 from __future__ import annotations
@@ -15,57 +15,36 @@ if TYPE_CHECKING:
 
 
 class SampleReporter(Protocol):
-    """Events of `opensora sample`: videos one after another, each with its denoising steps."""
+    """Events of `opensora sample`. `phase` (a stage begins: "encoding prompts") and `warning` (something that
+    does not stop the run) come at any time; `start(videos, steps)` once; then per output `video_started(line,
+    sample, prompt)`, `step(index, steps)` after each denoising step (index 0-based) and `video_done(result)`
+    (written, or skipped: `result.skipped`); `close()` when the run ended, however it ended."""
 
-    def phase(self, text: str) -> None:
-        """A stage begins (e.g. "encoding prompts")."""
-
-    def warning(self, text: str) -> None:
-        """Something the user should know that does not stop the run."""
-
-    def start(self, videos: int, steps: int) -> None:
-        """Generation begins: `videos` outputs of `steps` denoising steps each."""
-
-    def video_started(self, line: int, sample: int, prompt: str) -> None:
-        """Output `sample` of input line `line` begins."""
-
-    def step(self, index: int, steps: int) -> None:
-        """Denoising step `index` (0-based) of `steps` of the current video is done."""
-
-    def video_done(self, result: SampleResult) -> None:
-        """The current video is written (or skipped: see `result.skipped`)."""
-
-    def close(self) -> None:
-        """The run ended, however it ended."""
+    def phase(self, text: str) -> None: ...
+    def warning(self, text: str) -> None: ...
+    def start(self, videos: int, steps: int) -> None: ...
+    def video_started(self, line: int, sample: int, prompt: str) -> None: ...
+    def step(self, index: int, steps: int) -> None: ...
+    def video_done(self, result: SampleResult) -> None: ...
+    def close(self) -> None: ...
 
 
 class TrainReporter(Protocol):
-    """Events of `opensora train` and `opensora train-vae`."""
+    """Events of `opensora train` and `opensora train-vae`. `phase` (a stage or a note: "resumed from ... at
+    step N") and `warning` at any time; `data_report(summary, problems, small_buckets)`: what the data
+    description holds (counts, skipped records as `data.dataset.DataProblem`, and the buckets {(frames, height,
+    width): samples} too small for one global batch); `start(total_steps, first_step)` (first_step > 0 when
+    resumed); `step(...)` after optimisation step `step` (1-based); `replaced(problems)`: items that failed to
+    load and were replaced by others; `checkpoint(path)` when one was written; `close()` however it ended."""
 
-    def phase(self, text: str) -> None:
-        """A stage begins or a note (e.g. "loading models", "resumed from ... at step N")."""
-
-    def warning(self, text: str) -> None:
-        """Something the user should know that does not stop the run (e.g. options changed on resume)."""
-
-    def data_report(self, summary: dict, problems: list, small_buckets: dict) -> None:
-        """What the data description holds: counts, skipped records (`data.dataset.DataProblem`), and the
-        buckets {(frames, height, width): samples} too small for one global batch."""
-
-    def start(self, total_steps: int, first_step: int) -> None:
-        """The loop begins at `first_step` (a resumed run) of `total_steps`."""
-
-    def step(self, step: int, loss: float, seconds: float, samples_per_second: float, lr: float) -> None:
-        """Optimisation step `step` (1-based) is done, with its loss, duration and learning rate."""
-
-    def replaced(self, problems: list) -> None:
-        """Items that failed to load (`data.dataset.DataProblem`) and were replaced by others."""
-
-    def checkpoint(self, path: Path) -> None:
-        """A checkpoint was written."""
-
-    def close(self) -> None:
-        """The run ended, however it ended."""
+    def phase(self, text: str) -> None: ...
+    def warning(self, text: str) -> None: ...
+    def data_report(self, summary: dict, problems: list, small_buckets: dict) -> None: ...
+    def start(self, total_steps: int, first_step: int) -> None: ...
+    def step(self, step: int, loss: float, seconds: float, samples_per_second: float, lr: float) -> None: ...
+    def replaced(self, problems: list) -> None: ...
+    def checkpoint(self, path: Path) -> None: ...
+    def close(self) -> None: ...
 
 
 class SilentSampleReporter(SampleReporter):
