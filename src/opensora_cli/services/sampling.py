@@ -1,6 +1,6 @@
 """sample: plan (every check, no model loaded), then run (load the models once, make every output).
 
-1. `plan(request)`: the model folder's defaults fill what the user left out; validate-inputs' checks, the
+1. `plan(options)`: the model folder's defaults fill what the user left out; validate-inputs' checks, the
    options, the model folders (config files only), the sampler name, the sequence-parallel divisibility rules,
    the output folder and the memory estimate (see `services.outputs` and `services.memory`). Any problem stops
    here. The plan lists every output: an output made with the same request is skipped; one made with another is
@@ -20,6 +20,7 @@ import gc
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,17 @@ _INPUT_OPTIONS = frozenset(option_name(name) for name in InputsRequest.model_fie
 # ------------------------------------------------------------------------------------------------------------
 
 
-def plan(request: SampleRequest) -> SamplePlan:
+def plan(options: Mapping[str, Any]) -> SamplePlan:
     """Resolve, check and plan a run: what `run` will make, skip or refuse.
+
+    Args:
+        options: the fields of `SampleRequest` as given on the command line (unchecked), None where not given.
 
     Raises:
         ValidationFailed: every problem found (nothing loaded, nothing written).
         InputError: `--model` is not a folder or its `opensora_defaults.json` is broken.
     """
-    resolved, problems = build_request(resolve_fields(request.model_dump(exclude_unset=True)), SampleRequest)
+    resolved, problems = build_request(resolve_fields(options), SampleRequest)
     option_problems = [p for p in problems if p.file not in _INPUT_OPTIONS]
     report = check_inputs(resolved, [p for p in problems if p.file in _INPUT_OPTIONS])
     problems = list(report.problems) + option_problems
@@ -102,7 +106,7 @@ def _sequence_parallel_problems(request: SampleRequest, dirs: dict[str, Path]) -
     if request.nproc < 2:
         return [Problem.of("--sp", None, "sequence parallel needs several processes", "add --nproc 2 (or more)")]
     config_file = dirs.get("transformer", Path()) / "config.json"
-    if not config_file.is_file() or (request.num_frames - 1) % 4:
+    if not config_file.is_file() or request.num_frames is None or (request.num_frames - 1) % 4:
         return []
     from opensora_cli.distributed.sequence_parallel import check_sequence_parallel
 
