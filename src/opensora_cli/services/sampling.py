@@ -21,7 +21,6 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from opensora_cli.schemas.problems import Problem, option_name
 from opensora_cli.schemas.sample import Job, SamplePlan, SampleRequest, SampleResult, SampleSummary
 from opensora_cli.services.model_folders import resolve_fields, resolve_model_dirs
 from opensora_cli.services.outputs import (
+    REQUEST_FIELDS,
     check_output_dir,
     differences,
     estimate_output_bytes,
@@ -214,15 +214,11 @@ def _sidecar_request(item: InputItem, sample: int, seed: int, request: SampleReq
     """What made an output: a rerun skips it only when this is the same."""
     height, width = item.output_size or (request.height, request.width)
     return request_of({
-        "prompt": item.prompt, "line": item.line, "sample": sample, "seed": seed,
+        **request.model_dump(include=set(REQUEST_FIELDS)),  # the generation options (steps, sampler, fps, ...)
+        "prompt": item.prompt, "line": item.line, "sample": sample, "seed": seed, "height": height, "width": width,
         "mask_type": str(item.mask_type) if item.mask_type is not None else None,
         "conds": [{"path": path, "sha256": hashes[path]} for path in item.conds],
-        "frame_indices": item.frame_indices, "num_frames": request.num_frames, "height": height, "width": width,
-        "crop_for_hw": request.crop_for_hw, "max_hxw": request.max_hxw, "steps": request.steps,
-        "guidance_scale": request.guidance_scale, "guidance_rescale": request.guidance_rescale,
-        "sampler": request.sampler, "negative_prompt": request.negative_prompt,
-        "prompt_template": request.prompt_template, "noise_strength": request.noise_strength,
-        "sample_posterior": request.sample_posterior, "fps": request.fps, "dtype": dtype, "models": models,
+        "frame_indices": item.frame_indices, "dtype": dtype, "models": models,
     })
 
 
@@ -400,15 +396,15 @@ def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSumm
                     reporter.video_done(results[-1])
                     continue
                 try:
-                    made = _generate(pipe, job, embeddings[job.item.prompt], request, ctx, reporter, claim)
+                    result, frames = _generate(pipe, job, embeddings[job.item.prompt], request, ctx, reporter, claim)
                     if writer:
-                        _write_outputs(made.frames, made.result, job, request, ctx)
+                        _write_outputs(frames, result, job, request, ctx)
                         written += 1
                 finally:
                     if claim is not None:
                         claim.release()
-                results.append(made.result)
-                reporter.video_done(made.result)
+                results.append(result)
+                reporter.video_done(result)
     except KeyboardInterrupt:
         total = len(plan.jobs) if mode != "ddp" else len(jobs)
         where = "" if mode != "ddp" else f" by process {rank}"
@@ -430,15 +426,10 @@ def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSumm
                          mode=mode, load_seconds=load_seconds, peak_memory_gib=peak)
 
 
-@dataclass
-class _Made:
-    result: SampleResult
-    frames: Any  # (T, H, W, 3) uint8
-
-
-def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter: SampleReporter, claim) -> _Made:
+def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter: SampleReporter,
+              claim) -> tuple[SampleResult, Any]:
     """One video through the pipeline, from the plan's mask type, kept frames and size; the claim's heartbeat
-    beats at every step."""
+    beats at every step. Returns its result and its frames, (T, H, W, 3) uint8."""
     import torch
 
     item = job.item
@@ -454,25 +445,13 @@ def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter:
     height, width = item.output_size
     started = time.perf_counter()
     try:
-        out = pipe(
-            item.prompt,
-            conditions=item.conds,
-            frame_indices=item.frame_indices if item.conds and item.frame_indices is not None else None,
-            mask_type=item.mask_type,
-            num_frames=request.num_frames,
-            height=height,
-            width=width,
-            crop_for_hw=request.crop_for_hw,
-            max_hxw=request.max_hxw,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            guidance_rescale=request.guidance_rescale,
-            noise_strength=request.noise_strength,
-            sample_posterior=request.sample_posterior,
-            generator=generator,
-            prompt_embeds=embeddings,
-            callback_on_step_end=on_step,
-        )
+        out = pipe(item.prompt, conditions=item.conds, mask_type=item.mask_type,
+                   frame_indices=item.frame_indices if item.conds and item.frame_indices is not None else None,
+                   num_frames=request.num_frames, height=height, width=width, crop_for_hw=request.crop_for_hw,
+                   max_hxw=request.max_hxw, num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
+                   guidance_rescale=request.guidance_rescale, noise_strength=request.noise_strength,
+                   sample_posterior=request.sample_posterior, generator=generator, prompt_embeds=embeddings,
+                   callback_on_step_end=on_step)
     except FloatingPointError as exc:
         raise GenerationError(f"line {item.line}: {exc} — try --dtype bf16 or fp32") from None
     seconds = time.perf_counter() - started
@@ -480,7 +459,7 @@ def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter:
                           sidecar=job.sidecar, seed=job.seed, mask_type=str(out.mask_type),
                           kept_frames=out.kept_frames, seconds=seconds, seconds_per_step=seconds / request.steps,
                           rank=ctx.rank)
-    return _Made(result, out.videos[0])
+    return result, out.videos[0]
 
 
 def _text_pipeline(request: SampleRequest, dirs: dict[str, Path], ctx, dtype):
@@ -530,17 +509,9 @@ def _write_outputs(frames, result: SampleResult, job: Job, request: SampleReques
     from opensora_cli.utils.io import atomic_path
     from opensora_cli.utils.video import write_video
 
-    sidecar = {
-        "opensora_cli_version": __version__,
-        "video": result.video.name,
-        **job.request,
-        "base_seed": request.seed,
-        "kept_frames": result.kept_frames,
-        "device": str(ctx.device),
-        "world_size": ctx.world_size,
-        "sequence_parallel": request.sp,
-        "seconds": round(result.seconds, 3),
-    }
+    sidecar = {"opensora_cli_version": __version__, "video": result.video.name, **job.request,
+               "base_seed": request.seed, "kept_frames": result.kept_frames, "device": str(ctx.device),
+               "world_size": ctx.world_size, "sequence_parallel": request.sp, "seconds": round(result.seconds, 3)}
     text = json.dumps(sidecar, indent=2) + "\n"
     try:
         write_video(result.video, frames, request.fps)
