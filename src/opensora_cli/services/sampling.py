@@ -159,9 +159,9 @@ def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     except (KeyError, ValueError, TypeError) as exc:
         return [Problem.of("--model", None, f"{dirs['transformer'] / 'config.json'}: cannot read the model's sizes "
                            f"({type(exc).__name__}: {exc})", "use the config.json the model was saved with")]
+    per_process = f" per process x {request.nproc}" if device.type == "cpu" and request.nproc > 1 else ""
     if device.type == "cpu":
-        processes = request.nproc
-        needed, free, where = estimate.peak * processes, available_host_memory(), "this machine's free memory"
+        needed, free, where = estimate.peak * request.nproc, available_host_memory(), "this machine's free memory"
     else:
         needed = estimate.device_peak
         if request.sp and request.nproc > 1:
@@ -170,8 +170,7 @@ def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     if free is None or needed <= free:
         return []
     return [Problem.of("--num-frames", None, f"a {frames}-frame {height}x{width} video needs "
-                       f"{estimate.describe()}{f' per process x {request.nproc}' if device.type == 'cpu' and request.nproc > 1 else ''}"
-                       f"; {where} is {memory.gib(free)}",
+                       f"{estimate.describe()}{per_process}; {where} is {memory.gib(free)}",
                        "use " + memory.ways_out(request.vae_tiling, request.cpu_offload, device.type, frames))]
 
 
