@@ -39,26 +39,17 @@ def mask_preview_command(
     """Show which frames a mask keeps (green) and which the model generates (grey)."""
     from opensora_cli.services.mask_preview import preview_masks
 
-    result = preview_masks(
-        dict(mask_type=mask_type, num_frames=num_frames, height=height, width=width, seed=seed,
-             mask_config=mask_config, samples=samples, conds=conds, line=line, out=out)
-    )
+    result = preview_masks(dict(mask_type=mask_type, num_frames=num_frames, height=height, width=width, seed=seed,
+                                mask_config=mask_config, samples=samples, conds=conds, line=line, out=out))
     if json_output:
         import json
 
-        first = result.samples[0]
-        payload = {
-            "mask_type": first.mask_type.value,
-            "frames": first.frames,
-            "latent_shape": list(result.latent_shape),
-            "latent_mask": first.latent_mask,
-            "seed": result.seed,
-            "height": result.height,
-            "width": result.width,
-            "samples": [s.model_dump(mode="json") for s in result.samples],
-            "out": str(result.out) if result.out else None,
-        }
-        print(json.dumps(payload))
+        first = result.samples[0]  # the first mask's fields at the top level, then every sample
+        print(json.dumps({"mask_type": first.mask_type.value, "frames": first.frames,
+                          "latent_shape": list(result.latent_shape), "latent_mask": first.latent_mask,
+                          "seed": result.seed, "height": result.height, "width": result.width,
+                          "samples": [s.model_dump(mode="json") for s in result.samples],
+                          "out": str(result.out) if result.out else None}))
         return
     _print_timeline(result)
 

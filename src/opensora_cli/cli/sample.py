@@ -76,9 +76,8 @@ def sample_command(
     """Generate one video per prompt line (and sample) from its conditions; each written as mp4 + JSON sidecar."""
     from opensora_cli.distributed.launch import is_distributed_child
     from opensora_cli.errors import ValidationFailed
-    from opensora_cli.schemas.sample import SamplePlan, SampleRequest
+    from opensora_cli.schemas.sample import SamplePlan
     from opensora_cli.services import sampling
-    from opensora_cli.services.validation import build_request
 
     options = dict(prompts=prompts, conds=conds, mask_type=mask_type, model=model, vae=vae, text_encoder=text_encoder,
                    output_dir=output_dir, num_frames=num_frames, height=height, width=width, crop_for_hw=crop_for_hw,
@@ -94,13 +93,14 @@ def sample_command(
         if child and sampling.PLAN_ENV in os.environ:  # the parent checked and planned: run its plan
             plan = SamplePlan.model_validate_json(Path(os.environ[sampling.PLAN_ENV]).read_text(encoding="utf-8"))
         else:
-            request, problems = build_request({k: v for k, v in options.items() if v is not None}, SampleRequest)
-            if problems:
-                _refuse(problems)
-            plan = sampling.plan(request)
+            plan = sampling.plan(options)
     except ValidationFailed as exc:
         if is_main:
-            _refuse(exc.report.problems)
+            from opensora_cli.cli.render import print_problems
+
+            out, problems = console(), exc.report.problems
+            print_problems(problems, out, "problem", "red")
+            out.print(f"[red]{len(problems)} problem(s)[/red]; no model was loaded and nothing was written.")
         raise typer.Exit(1) from None
     if nproc > 1 and not child:
         raise typer.Exit(_launch_with_plan(plan, nproc))
@@ -135,10 +135,3 @@ def _launch_with_plan(plan, nproc: int) -> int:
             del os.environ[PLAN_ENV]
 
 
-def _refuse(problems) -> None:
-    from opensora_cli.cli.render import print_problems
-
-    out = console()
-    print_problems(problems, out, "problem", "red")
-    out.print(f"[red]{len(problems)} problem(s)[/red]; no model was loaded and nothing was written.")
-    raise typer.Exit(1)

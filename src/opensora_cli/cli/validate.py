@@ -12,13 +12,8 @@ from opensora_cli.schemas.masks import MaskType
 from opensora_cli.schemas.resolution import DEFAULT_MAX_HXW
 
 PromptsOption = typer.Option(..., "--prompts", "-p", help="Prompts file: UTF-8, one prompt per line.")
-CondsOption = typer.Option(
-    None,
-    "--conds",
-    "-c",
-    help="Conditions file, one line per prompt: an image, comma-separated images (optionally path@frame), "
-    "a video, or nothing (text only).",
-)
+CondsOption = typer.Option(None, "--conds", "-c", help="Conditions file, one line per prompt: an image, "
+                           "comma-separated images (optionally path@frame), a video, or nothing (text only).")
 # The choices go in the help text, where they wrap; as the metavar they overflow a narrow terminal.
 MASK_TYPES = ", ".join(m.value for m in MaskType)
 MaskTypeOption = typer.Option(

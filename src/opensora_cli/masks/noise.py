@@ -37,9 +37,8 @@ class GaussianNoiseAdder:
             return None
         return cls(mean=math.log(noise_strength), std=0.01, clear_ratio=0.0)
 
-    def __call__(
-        self, pixel_values: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def __call__(self, pixel_values: torch.Tensor, mask: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Noise a batch.
 
         Args:

@@ -76,49 +76,16 @@ def draw_clear_count(num_frames: int, min_clear_ratio: float, max_clear_ratio: f
     return rng.randint(lo, hi)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# One generator per mask type: (num_frames, rng, min_clear_ratio, max_clear_ratio) -> pattern
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _t2iv(num_frames: int, rng: random.Random, lo: float, hi: float) -> list[int]:
-    return [1] * num_frames
-
-
-def _i2v(num_frames: int, rng: random.Random, lo: float, hi: float) -> list[int]:
-    return [0] + [1] * (num_frames - 1)
-
-
-def _transition(num_frames: int, rng: random.Random, lo: float, hi: float) -> list[int]:
-    frames = [1] * num_frames
-    frames[0] = frames[-1] = 0
-    return frames
-
-
-def _continuation(num_frames: int, rng: random.Random, lo: float, hi: float) -> list[int]:
-    kept = draw_clear_count(num_frames, lo, hi, rng)
-    return [0] * kept + [1] * (num_frames - kept)
-
-
-def _clear(num_frames: int, rng: random.Random, lo: float, hi: float) -> list[int]:
-    return [0] * num_frames
-
-
-def _random_temporal(num_frames: int, rng: random.Random, lo: float, hi: float) -> list[int]:
-    kept = draw_clear_count(num_frames, lo, hi, rng)
-    frames = [1] * num_frames
-    for index in rng.sample(range(num_frames), kept):
-        frames[index] = 0
-    return frames
-
-
+# One generator per mask type: (T, rng, min_clear_ratio, max_clear_ratio) -> pattern. Only continuation and
+# random_temporal draw: first the kept count, then (random_temporal) which frames.
 MASK_GENERATORS: dict[MaskType, Callable[[int, random.Random, float, float], list[int]]] = {
-    MaskType.t2iv: _t2iv,
-    MaskType.i2v: _i2v,
-    MaskType.transition: _transition,
-    MaskType.continuation: _continuation,
-    MaskType.clear: _clear,
-    MaskType.random_temporal: _random_temporal,
+    MaskType.t2iv: lambda t, rng, lo, hi: [1] * t,
+    MaskType.i2v: lambda t, rng, lo, hi: pattern_from_indices(t, [0]),
+    MaskType.transition: lambda t, rng, lo, hi: pattern_from_indices(t, [0, -1]),
+    MaskType.continuation: lambda t, rng, lo, hi: pattern_from_indices(t, range(draw_clear_count(t, lo, hi, rng))),
+    MaskType.clear: lambda t, rng, lo, hi: [0] * t,
+    MaskType.random_temporal: lambda t, rng, lo, hi: pattern_from_indices(
+        t, rng.sample(range(t), draw_clear_count(t, lo, hi, rng))),
 }
 
 

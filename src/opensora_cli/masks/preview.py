@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from opensora_cli.masks.patterns import kept_indices
 from opensora_cli.schemas.preview import MaskPreviewResult, MaskSample
 
 BACKGROUND = (24, 24, 28)
@@ -81,7 +82,7 @@ def _latent_row(sample: MaskSample, stripe: int, height: int) -> Image.Image:
 
 
 def _summary(sample: MaskSample) -> str:
-    kept = [i for i, v in enumerate(sample.frames) if v == 0]
+    kept = kept_indices(sample.frames)
     shown = ",".join(map(str, kept[:12])) + ("..." if len(kept) > 12 else "")
     return f"{sample.mask_type}: keeps {len(kept)}/{len(sample.frames)} frames" + (f" [{shown}]" if kept else "")
 
@@ -111,13 +112,8 @@ def render_still(result: MaskPreviewResult, cond_frames: dict[int, np.ndarray]) 
     canvas = Image.new("RGB", (width, 34 + block_h * len(result.samples)), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     c, t, h, w = result.latent_shape
-    draw.text(
-        (_PAD, 8),
-        f"{frames} frames, {result.height}x{result.width}, latent {c}x{t}x{h}x{w}, seed {result.seed}"
-        "   (green = kept, grey = generated)",
-        fill=TEXT,
-        font=title_font,
-    )
+    draw.text((_PAD, 8), f"{frames} frames, {result.height}x{result.width}, latent {c}x{t}x{h}x{w}, seed "
+              f"{result.seed}   (green = kept, grey = generated)", fill=TEXT, font=title_font)
     y = 34
     for number, sample in enumerate(result.samples, start=1):
         draw.text((_PAD, y), (f"{number}. " if many else "") + _summary(sample), fill=TEXT, font=text_font)

@@ -45,16 +45,12 @@ class MaskProcessor:
         mask_type_ratios: {type: weight} used when no type is given; normalised, zero weights never drawn.
     """
 
-    def __init__(
-        self,
-        min_clear_ratio: float = TRAINING_MIN_CLEAR_RATIO,
-        max_clear_ratio: float = TRAINING_MAX_CLEAR_RATIO,
-        mask_type_ratios: Mapping[Any, float] | None = None,
-    ) -> None:
+    def __init__(self, min_clear_ratio: float = TRAINING_MIN_CLEAR_RATIO,
+                 max_clear_ratio: float = TRAINING_MAX_CLEAR_RATIO,
+                 mask_type_ratios: Mapping[Any, float] | None = None) -> None:
         if not 0.0 <= min_clear_ratio <= max_clear_ratio <= 1.0:
-            raise ValueError(
-                f"need 0 <= min_clear_ratio <= max_clear_ratio <= 1, got {min_clear_ratio}, {max_clear_ratio}"
-            )
+            raise ValueError("need 0 <= min_clear_ratio <= max_clear_ratio <= 1, got "
+                             f"{min_clear_ratio}, {max_clear_ratio}")
         self.min_clear_ratio = min_clear_ratio
         self.max_clear_ratio = max_clear_ratio
         self.mask_type_ratios = normalise_ratios(mask_type_ratios) if mask_type_ratios else None
@@ -71,16 +67,9 @@ class MaskProcessor:
             raise ValueError("no mask_type given and this processor has no mask_type_ratios to draw from")
         return choose_mask_type(self.mask_type_ratios, generator)
 
-    def get_mask(
-        self,
-        mask_type: MaskType | str | None,
-        num_frames: int,
-        height: int,
-        width: int,
-        generator: RandomSource = None,
-        dtype: torch.dtype = torch.float32,
-        device: Any = None,
-    ) -> tuple[torch.Tensor, MaskType]:
+    def get_mask(self, mask_type: MaskType | str | None, num_frames: int, height: int, width: int,
+                 generator: RandomSource = None, dtype: torch.dtype = torch.float32,
+                 device: Any = None) -> tuple[torch.Tensor, MaskType]:
         """Returns the pixel mask (T, 1, H, W) and the type it was built from.
 
         One `random.Random` is derived from `generator` and used for both the type and the frames, so a seed
@@ -88,17 +77,12 @@ class MaskProcessor:
         """
         rng = as_random(generator)
         chosen = self.pick_type(mask_type, rng)
-        pattern = frame_pattern(
-            chosen, num_frames, rng, min_clear_ratio=self.min_clear_ratio, max_clear_ratio=self.max_clear_ratio
-        )
+        pattern = frame_pattern(chosen, num_frames, rng, min_clear_ratio=self.min_clear_ratio,
+                                max_clear_ratio=self.max_clear_ratio)
         return pattern_to_mask(pattern, height, width, dtype, device), chosen
 
-    def __call__(
-        self,
-        pixel_values: torch.Tensor,
-        mask_type: MaskType | str | None = None,
-        generator: RandomSource = None,
-    ) -> dict[str, Any]:
+    def __call__(self, pixel_values: torch.Tensor, mask_type: MaskType | str | None = None,
+                 generator: RandomSource = None) -> dict[str, Any]:
         """Mask a clip.
 
         Args:
@@ -108,7 +92,6 @@ class MaskProcessor:
             {"mask": (T, 1, H, W) in pixel_values' dtype, "masked_pixel_values": (T, C, H, W), "mask_type"}.
         """
         num_frames, _, height, width = pixel_values.shape
-        mask, chosen = self.get_mask(
-            mask_type, num_frames, height, width, generator, dtype=pixel_values.dtype, device=pixel_values.device
-        )
+        mask, chosen = self.get_mask(mask_type, num_frames, height, width, generator, dtype=pixel_values.dtype,
+                                     device=pixel_values.device)
         return {"mask": mask, "masked_pixel_values": apply_mask(pixel_values, mask), "mask_type": chosen}

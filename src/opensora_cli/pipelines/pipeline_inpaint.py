@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
@@ -27,7 +28,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from opensora_cli.masks.compressor import MaskCompressor
 from opensora_cli.masks.noise import GaussianNoiseAdder
-from opensora_cli.masks.patterns import as_random, frame_pattern, pattern_from_indices
+from opensora_cli.masks.patterns import as_random, frame_pattern, kept_indices, pattern_from_indices
 from opensora_cli.masks.planning import plan_line
 from opensora_cli.models.text_encoder import DEFAULT_NEGATIVE_PROMPT, apply_template
 from opensora_cli.schemas.masks import MaskType
@@ -69,10 +70,6 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         self._num_timesteps = 0
 
     @property
-    def mask_compressor(self) -> MaskCompressor:
-        return MaskCompressor(*self.vae.vae_scale_factor)
-
-    @property
     def num_timesteps(self) -> int:
         """Steps of the current (or last) call, for step callbacks."""
         return self._num_timesteps
@@ -83,44 +80,39 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
     def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype = torch.float32,
                         device: torch.device | str = "cpu", text_encoder: bool = True,
                         sampler: str | None = None) -> OpenSoraInpaintPipeline:
-        """A model bundle: `transformer/`, `vae/`, `text_encoder/` and optionally `scheduler/`, as listed by its
-        `model_index.json` (a bundle without one is read by its folder names).
-
-        Every model goes through `models.loading.load_pretrained` (each key and shape checked, safetensors only);
-        the text encoder is `models.text_encoder.TextEncoder`. Without a `scheduler/` folder the scheduler is
-        `make_scheduler(sampler)`, the sampler defaulting to the bundle's `opensora_defaults.json`.
+        """A model bundle: `transformer/`, `vae/`, `text_encoder/` and optionally `scheduler/` (a diffusers
+        `scheduler_config.json`), as listed by its `model_index.json` (without one, by its folder names). Each model
+        goes through `models.loading.load_pretrained` (every key and shape checked, safetensors only).
 
         Args:
             text_encoder: False leaves it out (for precomputed `prompt_embeds`).
-            sampler: a sampler name (see `pipelines.schedulers`); overrides the bundle's scheduler.
+            sampler: a sampler name (see `pipelines.schedulers`); overrides the bundle's scheduler. Without either,
+                `make_scheduler` of the bundle's `opensora_defaults.json` sampler.
         """
-        from diffusers import SchedulerMixin
-
         from opensora_cli.models.autoencoder_wfvae import WFVAEModel
         from opensora_cli.models.loading import load_pretrained
         from opensora_cli.models.text_encoder import TextEncoder
         from opensora_cli.models.transformer_opensora import OpenSoraInpaint_v1_3
-        from opensora_cli.pipelines.schedulers import make_scheduler
+        from opensora_cli.pipelines.schedulers import DEFAULT_SAMPLER, make_scheduler
+
+        def read(path: Path) -> dict:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
         folder = Path(folder)
-        index_path = folder / "model_index.json"
-        index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {}
+        index = read(folder / "model_index.json")
         for name in ("transformer", "vae"):
             if not (folder / name / "config.json").is_file():
                 raise ValueError(f"{folder}: no {name}/config.json — not a model bundle")
-        scheduler_dir = folder / "scheduler"
-        if sampler is None and (scheduler_dir / "scheduler_config.json").is_file():
-            import diffusers
-
-            class_name = json.loads((scheduler_dir / "scheduler_config.json").read_text())["_class_name"]
+        scheduler_config = folder / "scheduler" / "scheduler_config.json"
+        if sampler is None and scheduler_config.is_file():
+            class_name = read(scheduler_config)["_class_name"]
             scheduler_class = getattr(diffusers, class_name, None)
-            if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
-                raise ValueError(f"{scheduler_dir}: '{class_name}' is not a diffusers scheduler")
-            scheduler = scheduler_class.from_pretrained(scheduler_dir)
+            if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, diffusers.SchedulerMixin)):
+                raise ValueError(f"{scheduler_config.parent}: '{class_name}' is not a diffusers scheduler")
+            scheduler = scheduler_class.from_pretrained(scheduler_config.parent)
         else:
-            defaults_path = folder / "opensora_defaults.json"
-            defaults = json.loads(defaults_path.read_text()) if defaults_path.is_file() else {}
-            scheduler = make_scheduler(sampler or defaults.get("sampler", "EulerAncestralDiscrete"))
+            defaults = read(folder / "opensora_defaults.json")
+            scheduler = make_scheduler(sampler or defaults.get("sampler", DEFAULT_SAMPLER))
         listed = index.get("text_encoder", ["listed"])[0] is not None  # [null, null]: a bundle saved without one
         with_text = text_encoder and listed and (folder / "text_encoder" / "config.json").is_file()
         return cls(
@@ -140,14 +132,6 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
 
         self.transformer.set_attn_processor(SequenceParallelAttnProcessor(ctx))
         self._sequence_parallel = ctx
-
-    def disable_sequence_parallel(self) -> None:
-        """Back to single-process attention; drops the pipeline's hold on the process group."""
-        from opensora_cli.models.attention import AttnProcessor
-
-        if self._sequence_parallel is not None:
-            self.transformer.set_attn_processor(AttnProcessor())
-            self._sequence_parallel = None
 
     # -- 0. memory: model offload ----------------------------------------------------------------------------
 
@@ -179,31 +163,31 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
     # -- 1. checks -------------------------------------------------------------------------------------------
 
     def check_inputs(self, num_frames: int, height: int | None, width: int | None, crop_for_hw: bool,
-                     guidance_scale: float, noise_strength: float, num_videos_per_prompt: int) -> None:
-        if num_frames < 1 or (num_frames - 1) % self.vae.vae_scale_factor[0]:
-            raise ValueError(f"num_frames must be 1 + {self.vae.vae_scale_factor[0]}k, got {num_frames}")
-        for name, value in (("height", height), ("width", width)):
-            if value is not None and (value < MODEL_HW_STRIDE or value % MODEL_HW_STRIDE):
-                raise ValueError(f"{name} must be a positive multiple of {MODEL_HW_STRIDE}, got {value}")
-        if crop_for_hw and (height is None or width is None):
-            raise ValueError("crop_for_hw needs height and width")
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
-        if not 0.0 <= noise_strength <= 1.0:
-            raise ValueError(f"noise_strength must be in [0, 1], got {noise_strength}")
-        if num_videos_per_prompt < 1:
-            raise ValueError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
+                     guidance_scale: float, noise_strength: float, num_videos_per_prompt: int,
+                     generator: Generators, callback_on_step_end_tensor_inputs: Sequence[str]) -> None:
+        batch, stride_t, stride = num_videos_per_prompt, self.vae.vae_scale_factor[0], MODEL_HW_STRIDE
+        unknown = sorted(set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs))
+        generators = len(generator) if isinstance(generator, list) else batch
+        for failed, message in (  # the first failed check is raised
+            (num_frames < 1 or (num_frames - 1) % stride_t, f"num_frames must be 1 + {stride_t}k, got {num_frames}"),
+            *((v is not None and (v < stride or v % stride), f"{n} must be a positive multiple of {stride}, got {v}")
+              for n, v in (("height", height), ("width", width))),
+            (crop_for_hw and (height is None or width is None), "crop_for_hw needs height and width"),
+            (guidance_scale < 0, f"guidance_scale must be >= 0, got {guidance_scale}"),
+            (not 0.0 <= noise_strength <= 1.0, f"noise_strength must be in [0, 1], got {noise_strength}"),
+            (batch < 1, f"num_videos_per_prompt must be >= 1, got {batch}"),
+            (unknown, f"callback tensor inputs {unknown} are not among {self._callback_tensor_inputs}"),
+            (generators != batch, f"{generators} generators for {batch} videos; pass one per video"),
+        ):
+            if failed:
+                raise ValueError(message)
 
     # -- 2. text ---------------------------------------------------------------------------------------------
 
-    def encode_prompt(
-        self, prompt: str, negative_prompt: str | None, do_cfg: bool, use_template: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text states and mask, (1 or 2, 1, L, C) and (1 or 2, 1, L): rows [negative; prompt] with CFG.
-
-        Args:
-            negative_prompt: the unconditional text; None = the reference's negative prompt, "" = none.
-        """
+    def encode_prompt(self, prompt: str, negative_prompt: str | None, do_cfg: bool,
+                      use_template: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text states and mask, (1 or 2, 1, L, C) and (1 or 2, 1, L): rows [negative; prompt] with CFG
+        (`negative_prompt` and the template as in `__call__`)."""
         texts = [apply_template(prompt) if use_template else prompt]
         if do_cfg:
             texts.insert(0, DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt)
@@ -211,18 +195,10 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
 
     # -- 3. conditions ---------------------------------------------------------------------------------------
 
-    def prepare_conditions(
-        self,
-        conditions: Sequence[str | Path | torch.Tensor | np.ndarray] | None,
-        frame_indices: Sequence[int] | None,
-        mask_type: MaskType | str | None,
-        num_frames: int,
-        height: int | None,
-        width: int | None,
-        crop_for_hw: bool,
-        max_hxw: int,
-        rng,
-    ) -> tuple[torch.Tensor, list[int], MaskType]:
+    def prepare_conditions(self, conditions: Sequence[str | Path | torch.Tensor | np.ndarray] | None,
+                           frame_indices: Sequence[int] | None, mask_type: MaskType | str | None, num_frames: int,
+                           height: int | None, width: int | None, crop_for_hw: bool, max_hxw: int,
+                           rng) -> tuple[torch.Tensor, list[int], MaskType]:
         """The masked clip and its pattern.
 
         Returns:
@@ -290,24 +266,15 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         conditions: Sequence[str | Path | torch.Tensor | np.ndarray] | None = None,
         frame_indices: Sequence[int] | None = None,
         mask_type: MaskType | str | None = None,
-        num_frames: int = 93,
-        height: int | None = None,
-        width: int | None = None,
-        crop_for_hw: bool = False,
-        max_hxw: int = DEFAULT_MAX_HXW,
-        num_inference_steps: int = 100,
-        guidance_scale: float = 7.5,
-        guidance_rescale: float = 0.0,
-        negative_prompt: str | None = None,
-        use_prompt_template: bool = True,
-        num_videos_per_prompt: int = 1,
-        noise_strength: float = 0.0,
-        sample_posterior: bool = False,
+        num_frames: int = 93, height: int | None = None, width: int | None = None,
+        crop_for_hw: bool = False, max_hxw: int = DEFAULT_MAX_HXW,
+        num_inference_steps: int = 100, guidance_scale: float = 7.5, guidance_rescale: float = 0.0,
+        negative_prompt: str | None = None, use_prompt_template: bool = True,
+        num_videos_per_prompt: int = 1, noise_strength: float = 0.0, sample_posterior: bool = False,
         generator: Generators = None,
         latents: torch.Tensor | None = None,
         prompt_embeds: tuple[torch.Tensor, torch.Tensor] | None = None,
-        output_type: str = "np",
-        return_dict: bool = True,
+        output_type: str = "np", return_dict: bool = True,
         callback_on_step_end: StepEndCallback | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> OpenSoraPipelineOutput | tuple:
@@ -339,13 +306,8 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
                 replaces them.
         """
         self.check_inputs(num_frames, height, width, crop_for_hw, guidance_scale, noise_strength,
-                          num_videos_per_prompt)
-        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if unknown:
-            raise ValueError(f"callback tensor inputs {sorted(unknown)} are not among {self._callback_tensor_inputs}")
+                          num_videos_per_prompt, generator, callback_on_step_end_tensor_inputs)
         batch = num_videos_per_prompt
-        if isinstance(generator, list) and len(generator) != batch:
-            raise ValueError(f"{len(generator)} generators for {batch} videos; pass one per video")
         shared_generator = generator[0] if isinstance(generator, list) else generator
         device = self._execution_device
         dtype = self.transformer.dtype
@@ -374,7 +336,7 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         with self._placed(self.vae):
             masked_latents = self.vae.encode_latents(masked, sample_posterior=sample_posterior,
                                                      generator=shared_generator)
-        latent_mask = self.mask_compressor(pixel_mask)  # (B, 4, T', h, w)
+        latent_mask = MaskCompressor(*self.vae.vae_scale_factor)(pixel_mask)  # (B, 4, T', h, w); no weights
         condition = torch.cat([masked_latents, latent_mask], dim=1).to(dtype)  # (B, 8 + 4, T', h, w)
         if do_cfg:
             condition = torch.cat([condition, condition])
@@ -385,7 +347,8 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         self._num_timesteps = len(timesteps)
         latents = self.prepare_latents(latents, (batch, self.transformer.config.in_channels,
                                                  *masked_latents.shape[2:]), generator, device)
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"generator": generator} if takes_generator else {}
 
         # 4. Denoising loop
         with self._placed(self.transformer):
@@ -393,24 +356,18 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
                                     guidance_rescale, step_kwargs, callback_on_step_end,
                                     callback_on_step_end_tensor_inputs)
 
-        kept = [i for i, v in enumerate(pattern) if v == 0]
         if not torch.isfinite(latents).all():  # one sync per video, so that a NaN never becomes a black video
             raise FloatingPointError(f"the sampler produced NaN/inf latents in {dtype}")
-        if output_type == "latent":
-            return self._output(latents, used_type, kept, return_dict)
 
         # 5. Decode: (B, 3, T, H, W) in [-1, 1] -> [0, 1]; uint8 rounded to nearest (truncating darkens)
-        with self._placed(self.vae):
-            video = self.vae.decode_latents(latents.to(self.vae.dtype))[:, :, :num_frames].float()
-        video = (video / 2 + 0.5).clamp(0, 1)
-        if output_type == "pt":
-            return self._output(video, used_type, kept, return_dict)
-        frames = (video * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, 3)
-        return self._output(frames, used_type, kept, return_dict)
-
-    @staticmethod
-    def _output(videos, mask_type: MaskType, kept: list[int], return_dict: bool):
-        output = OpenSoraPipelineOutput(videos=videos, mask_type=mask_type, kept_frames=kept)
+        videos = latents
+        if output_type != "latent":
+            with self._placed(self.vae):
+                videos = self.vae.decode_latents(latents.to(self.vae.dtype))[:, :, :num_frames].float()
+            videos = (videos / 2 + 0.5).clamp(0, 1)
+            if output_type != "pt":  # (B, T, H, W, 3)
+                videos = (videos * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+        output = OpenSoraPipelineOutput(videos=videos, mask_type=used_type, kept_frames=kept_indices(pattern))
         return output if return_dict else output.to_tuple()
 
     def prepare_latents(self, latents: torch.Tensor | None, shape: tuple[int, ...], generator: Generators,

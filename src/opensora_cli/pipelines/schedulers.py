@@ -107,13 +107,8 @@ def zero_terminal_snr_betas(num_train_timesteps: int = 1000) -> list[float]:
     return betas.tolist()
 
 
-def make_scheduler(
-    name: str = DEFAULT_SAMPLER,
-    *,
-    prediction_type: str = "v_prediction",
-    zero_terminal_snr: bool = True,
-    num_train_timesteps: int = 1000,
-) -> SchedulerMixin:
+def make_scheduler(name: str = DEFAULT_SAMPLER, *, prediction_type: str = "v_prediction",
+                   zero_terminal_snr: bool = True, num_train_timesteps: int = 1000) -> SchedulerMixin:
     """A diffusers scheduler for `name` on the v1.3 training schedule.
 
     Args:
@@ -129,13 +124,9 @@ def make_scheduler(
     """
     cls = SAMPLERS[resolve_sampler(name)]
     accepted = inspect.signature(cls.__init__).parameters
-    kwargs: dict = dict(
-        num_train_timesteps=num_train_timesteps,
-        beta_start=BETA_START,
-        beta_end=BETA_END,
-        beta_schedule="linear",  # explicit: CogVideoX's own default is scaled_linear 0.00085 -> 0.012
-        prediction_type=prediction_type,
-    )
+    # beta_schedule explicit: CogVideoX's own default is scaled_linear 0.00085 -> 0.012
+    kwargs: dict = dict(num_train_timesteps=num_train_timesteps, beta_start=BETA_START, beta_end=BETA_END,
+                        beta_schedule="linear", prediction_type=prediction_type)
     if "clip_sample" in accepted:
         kwargs["clip_sample"] = False  # latents are not bounded to [-1, 1]
     if zero_terminal_snr:

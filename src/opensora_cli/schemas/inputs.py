@@ -129,22 +129,15 @@ class InputsRequest(BaseModel):
     max_hxw: int = RELEASED["max_hxw"]
     mask_config: Path | None = None
 
-    @field_validator("num_frames")
-    @classmethod
-    def _frames(cls, value: int) -> int:
-        return check_num_frames(value)
+    _frames = field_validator("num_frames")(staticmethod(check_num_frames))
 
     @field_validator("height", "width")
     @classmethod
-    def _size(cls, value: int | None, info: ValidationInfo) -> int | None:
-        if value is None:
-            return value
-        if value < MODEL_HW_STRIDE or value % MODEL_HW_STRIDE:
+    def _size(cls, value: int | None) -> int | None:
+        if value is not None and (value < MODEL_HW_STRIDE or value % MODEL_HW_STRIDE):
             lower = max(MODEL_HW_STRIDE, value // MODEL_HW_STRIDE * MODEL_HW_STRIDE)
-            raise ValueError(
-                f"{value} is not a positive multiple of {MODEL_HW_STRIDE} (VAE x8, patch x2); "
-                f"use {lower} or {lower + MODEL_HW_STRIDE}"
-            )
+            raise ValueError(f"{value} is not a positive multiple of {MODEL_HW_STRIDE} (VAE x8, patch x2); "
+                             f"use {lower} or {lower + MODEL_HW_STRIDE}")
         return value
 
     @field_validator("max_hxw")
@@ -154,9 +147,8 @@ class InputsRequest(BaseModel):
             return value
         low, high = info.data["max_hxw_range"]
         if not low <= value <= high:
-            raise ValueError(
-                f"{value} is outside the model's trained area range [{low}, {high}]; pick a value inside it"
-            )
+            raise ValueError(f"{value} is outside the model's trained area range [{low}, {high}]; "
+                             "pick a value inside it")
         return value
 
     @field_validator("crop_for_hw")

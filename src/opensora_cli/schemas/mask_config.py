@@ -53,7 +53,8 @@ def _check_weights(ratios: dict[MaskType, float]) -> dict[MaskType, float]:
 class MaskConfig(BaseModel):
     """Validated mask config. Weights are stored as given; `video_ratios()` / `image_ratios()` normalise."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf and nan are refused, never trained with
+    # inf and nan are refused, never trained with
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     min_clear_ratio: float = Field(0.0, ge=0.0, le=1.0)
     max_clear_ratio: float = Field(1.0, ge=0.0, le=1.0)
@@ -70,9 +71,7 @@ class MaskConfig(BaseModel):
     def _image_weights(cls, value: dict[MaskType, float]) -> dict[MaskType, float]:
         not_for_images = sorted(str(t) for t in value if t not in IMAGE_MASK_TYPES)
         if not_for_images:
-            raise ValueError(
-                f"{', '.join(not_for_images)} cannot apply to images (one frame); use only t2iv and clear"
-            )
+            raise ValueError(f"{', '.join(not_for_images)} cannot apply to images (one frame); use only t2iv and clear")
         return _check_weights(value)
 
     @field_validator("max_clear_ratio")
@@ -106,8 +105,7 @@ def load_mask_config(path: str | Path) -> tuple[MaskConfig | None, list[Problem]
         return None, problems, []
 
     # Unknown names first, with a did-you-mean; they are then dropped so that the rest is checked too.
-    problems = []
-    known = {}
+    problems, known = [], {}
     for key, value in raw.items():
         if key not in _FIELDS:
             problems.append(Problem.of(label, lines.get((key,)), f"unknown key '{key}'", did_you_mean(key, _FIELDS)))
@@ -117,14 +115,8 @@ def load_mask_config(path: str | Path) -> tuple[MaskConfig | None, list[Problem]
                 if name in MASK_TYPE_NAMES:
                     known[key][name] = weight
                 else:
-                    problems.append(
-                        Problem.of(
-                            label,
-                            lines.get((key, name)),
-                            f"{key}: unknown mask type '{name}'",
-                            did_you_mean(name, MASK_TYPE_NAMES),
-                        )
-                    )
+                    problems.append(Problem.of(label, lines.get((key, name)), f"{key}: unknown mask type '{name}'",
+                                               did_you_mean(name, MASK_TYPE_NAMES)))
         else:
             known[key] = value
 
@@ -140,17 +132,9 @@ def load_mask_config(path: str | Path) -> tuple[MaskConfig | None, list[Problem]
     if problems:
         return None, sorted(problems, key=lambda p: p.line or 0), []
 
-    warnings = []
-    for field in _RATIO_FIELDS:
-        if field in raw and sum(getattr(config, field).values()) == 0:
-            warnings.append(
-                Problem.of(
-                    label,
-                    lines.get((field,)),
-                    f"{field}: every weight is 0, so all its types are drawn equally often (the reference's rule)",
-                    "give the types you want a positive weight",
-                )
-            )
+    warnings = [Problem.of(label, lines.get((field,)), f"{field}: every weight is 0, so all its types are drawn "
+                           "equally often (the reference's rule)", "give the types you want a positive weight")
+                for field in _RATIO_FIELDS if field in raw and sum(getattr(config, field).values()) == 0]
     return config, [], warnings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from opensora_cli.schemas.defaults import RELEASED, SAMPLE
 from opensora_cli.schemas.inputs import InputItem, InputsRequest
@@ -50,18 +50,12 @@ class SampleRequest(InputsRequest):
     sample_posterior: bool = False
     overwrite: bool = False
 
-    @field_validator("dtype")
+    @field_validator("dtype", "device")
     @classmethod
-    def _dtype(cls, value: str | None) -> str | None:
-        if value is not None and value not in DTYPE_NAMES:
-            raise ValueError(f"'{value}' is not a dtype; use one of {', '.join(DTYPE_NAMES)}")
-        return value
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str | None) -> str | None:
-        if value is not None and value not in DEVICE_NAMES:
-            raise ValueError(f"'{value}' is not a device; use one of {', '.join(DEVICE_NAMES)}")
+    def _known_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        names = DTYPE_NAMES if info.field_name == "dtype" else DEVICE_NAMES
+        if value is not None and value not in names:
+            raise ValueError(f"'{value}' is not a {info.field_name}; use one of {', '.join(names)}")
         return value
 
     def dtype_for(self, device_type: str) -> str:
@@ -71,13 +65,9 @@ class SampleRequest(InputsRequest):
 
 class Job(BaseModel):
     """One output to make: a checked line (mask type, kept frames, output size), its sample index and seed, its
-    paths and the request its sidecar records.
+    paths and the request its sidecar records."""
 
-    `index` is its place among all the run's outputs, so processes split the work the same way whatever each
-    found on disk.
-    """
-
-    index: int
+    index: int  # its place among all the run's outputs: processes split the work by it, whatever is on disk
     item: InputItem
     sample: int
     seed: int

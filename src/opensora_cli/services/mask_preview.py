@@ -56,22 +56,11 @@ def preview_masks(options: dict) -> MaskPreviewResult:
     seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
     samples = [_draw(request, config, item, rng) for _ in range(request.samples)]
-    latent_shape = (
-        VAE_STRIDE[0],
-        latent_frame_count(request.num_frames, VAE_STRIDE[0]),
-        height // VAE_STRIDE[1],
-        width // VAE_STRIDE[2],
-    )
-    result = MaskPreviewResult(
-        seed=seed,
-        num_frames=request.num_frames,
-        height=height,
-        width=width,
-        latent_shape=latent_shape,
-        samples=samples,
-        conds=item.conds if item is not None else [],
-        out=request.out,
-    )
+    latent_shape = (VAE_STRIDE[0], latent_frame_count(request.num_frames, VAE_STRIDE[0]), height // VAE_STRIDE[1],
+                    width // VAE_STRIDE[2])
+    result = MaskPreviewResult(seed=seed, num_frames=request.num_frames, height=height, width=width,
+                               latent_shape=latent_shape, samples=samples, out=request.out,
+                               conds=item.conds if item is not None else [])
     if request.out is not None:
         cond_frames = _read_condition_frames(item, request.num_frames) if item is not None else {}
         _write_preview(result, cond_frames, request.out)
@@ -129,16 +118,8 @@ def _check_conds(request: MaskPreviewRequest) -> InputItem:
             raise InputError(f"{candidate}: has {len(lines)} line(s), --line {request.line} asked for")
         text, label, base, number = lines[request.line - 1], str(candidate), candidate.parent, request.line
     fixed = request.height is not None or request.width is not None
-    inputs, problems = build_request(
-        dict(
-            prompts=Path("-"),
-            mask_type=request.mask_type,
-            num_frames=request.num_frames,
-            height=request.height,
-            width=request.width,
-            crop_for_hw=fixed,
-        )
-    )
+    inputs, problems = build_request(dict(prompts=Path("-"), mask_type=request.mask_type, num_frames=request.num_frames,
+                                          height=request.height, width=request.width, crop_for_hw=fixed))
     if problems:
         _raise_problems(problems)
     items, problems, _ = LineChecker(inputs, label, base).check([(number, "", text)])
@@ -152,9 +133,8 @@ def _check_frames_and_size(request: MaskPreviewRequest, item: InputItem | None) 
         return  # checked with the line
     from opensora_cli.services.validation import build_request
 
-    _, problems = build_request(
-        dict(prompts=Path("-"), num_frames=request.num_frames, height=request.height, width=request.width)
-    )
+    _, problems = build_request(dict(prompts=Path("-"), num_frames=request.num_frames, height=request.height,
+                                     width=request.width))
     if problems:
         _raise_problems(problems)
     if (request.height is None) != (request.width is None):

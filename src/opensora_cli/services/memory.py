@@ -30,6 +30,7 @@ prints the estimate against the measured peak on this machine.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,12 +102,8 @@ def safetensors_parameters(folder: Path) -> int | None:
                 header = json.loads(handle.read(length))
         except (OSError, ValueError, struct.error):
             return None
-        for name, entry in header.items():
-            if name != "__metadata__":
-                count = 1
-                for dim in entry.get("shape", []):
-                    count *= int(dim)
-                total += count
+        total += sum(math.prod(int(dim) for dim in entry.get("shape", [])) for name, entry in header.items()
+                     if name != "__metadata__")
     return total
 
 
@@ -127,17 +124,8 @@ def transformer_parameters(config: dict) -> int:
     return layers * per_block + once
 
 
-def estimate(
-    model_dirs: dict[str, Path],
-    num_frames: int,
-    height: int,
-    width: int,
-    dtype: str,
-    device_type: str,
-    guidance: bool,
-    vae_tiling: bool,
-    cpu_offload: bool = False,
-) -> MemoryEstimate:
+def estimate(model_dirs: dict[str, Path], num_frames: int, height: int, width: int, dtype: str, device_type: str,
+             guidance: bool, vae_tiling: bool, cpu_offload: bool = False) -> MemoryEstimate:
     """The memory a run will need.
 
     Args:

@@ -1,6 +1,6 @@
 """sample: plan (every check, no model loaded), then run (load the models once, make every output).
 
-1. `plan(request)`: the model folder's defaults fill what the user left out; validate-inputs' checks, the
+1. `plan(options)`: the model folder's defaults fill what the user left out; validate-inputs' checks, the
    options, the model folders (config files only), the sampler name, the sequence-parallel divisibility rules,
    the output folder and the memory estimate (see `services.outputs` and `services.memory`). Any problem stops
    here. The plan lists every output: an output made with the same request is skipped; one made with another is
@@ -20,7 +20,7 @@ import gc
 import json
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from opensora_cli.schemas.problems import Problem, option_name
 from opensora_cli.schemas.sample import Job, SamplePlan, SampleRequest, SampleResult, SampleSummary
 from opensora_cli.services.model_folders import resolve_fields, resolve_model_dirs
 from opensora_cli.services.outputs import (
+    REQUEST_FIELDS,
     check_output_dir,
     differences,
     estimate_output_bytes,
@@ -55,14 +56,17 @@ _INPUT_OPTIONS = frozenset(option_name(name) for name in InputsRequest.model_fie
 # ------------------------------------------------------------------------------------------------------------
 
 
-def plan(request: SampleRequest) -> SamplePlan:
+def plan(options: Mapping[str, Any]) -> SamplePlan:
     """Resolve, check and plan a run: what `run` will make, skip or refuse.
+
+    Args:
+        options: the fields of `SampleRequest` as given on the command line (unchecked), None where not given.
 
     Raises:
         ValidationFailed: every problem found (nothing loaded, nothing written).
         InputError: `--model` is not a folder or its `opensora_defaults.json` is broken.
     """
-    resolved, problems = build_request(resolve_fields(request.model_dump(exclude_unset=True)), SampleRequest)
+    resolved, problems = build_request(resolve_fields(options), SampleRequest)
     option_problems = [p for p in problems if p.file not in _INPUT_OPTIONS]
     report = check_inputs(resolved, [p for p in problems if p.file in _INPUT_OPTIONS])
     problems = list(report.problems) + option_problems
@@ -102,7 +106,7 @@ def _sequence_parallel_problems(request: SampleRequest, dirs: dict[str, Path]) -
     if request.nproc < 2:
         return [Problem.of("--sp", None, "sequence parallel needs several processes", "add --nproc 2 (or more)")]
     config_file = dirs.get("transformer", Path()) / "config.json"
-    if not config_file.is_file() or (request.num_frames - 1) % 4:
+    if not config_file.is_file() or request.num_frames is None or (request.num_frames - 1) % 4:
         return []
     from opensora_cli.distributed.sequence_parallel import check_sequence_parallel
 
@@ -155,9 +159,9 @@ def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     except (KeyError, ValueError, TypeError) as exc:
         return [Problem.of("--model", None, f"{dirs['transformer'] / 'config.json'}: cannot read the model's sizes "
                            f"({type(exc).__name__}: {exc})", "use the config.json the model was saved with")]
+    per_process = f" per process x {request.nproc}" if device.type == "cpu" and request.nproc > 1 else ""
     if device.type == "cpu":
-        processes = request.nproc
-        needed, free, where = estimate.peak * processes, available_host_memory(), "this machine's free memory"
+        needed, free, where = estimate.peak * request.nproc, available_host_memory(), "this machine's free memory"
     else:
         needed = estimate.device_peak
         if request.sp and request.nproc > 1:
@@ -166,8 +170,7 @@ def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     if free is None or needed <= free:
         return []
     return [Problem.of("--num-frames", None, f"a {frames}-frame {height}x{width} video needs "
-                       f"{estimate.describe()}{f' per process x {request.nproc}' if device.type == 'cpu' and request.nproc > 1 else ''}"
-                       f"; {where} is {memory.gib(free)}",
+                       f"{estimate.describe()}{per_process}; {where} is {memory.gib(free)}",
                        "use " + memory.ways_out(request.vae_tiling, request.cpu_offload, device.type, frames))]
 
 
@@ -210,15 +213,11 @@ def _sidecar_request(item: InputItem, sample: int, seed: int, request: SampleReq
     """What made an output: a rerun skips it only when this is the same."""
     height, width = item.output_size or (request.height, request.width)
     return request_of({
-        "prompt": item.prompt, "line": item.line, "sample": sample, "seed": seed,
+        **request.model_dump(include=set(REQUEST_FIELDS)),  # the generation options (steps, sampler, fps, ...)
+        "prompt": item.prompt, "line": item.line, "sample": sample, "seed": seed, "height": height, "width": width,
         "mask_type": str(item.mask_type) if item.mask_type is not None else None,
         "conds": [{"path": path, "sha256": hashes[path]} for path in item.conds],
-        "frame_indices": item.frame_indices, "num_frames": request.num_frames, "height": height, "width": width,
-        "crop_for_hw": request.crop_for_hw, "max_hxw": request.max_hxw, "steps": request.steps,
-        "guidance_scale": request.guidance_scale, "guidance_rescale": request.guidance_rescale,
-        "sampler": request.sampler, "negative_prompt": request.negative_prompt,
-        "prompt_template": request.prompt_template, "noise_strength": request.noise_strength,
-        "sample_posterior": request.sample_posterior, "fps": request.fps, "dtype": dtype, "models": models,
+        "frame_indices": item.frame_indices, "dtype": dtype, "models": models,
     })
 
 
@@ -396,15 +395,15 @@ def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSumm
                     reporter.video_done(results[-1])
                     continue
                 try:
-                    made = _generate(pipe, job, embeddings[job.item.prompt], request, ctx, reporter, claim)
+                    result, frames = _generate(pipe, job, embeddings[job.item.prompt], request, ctx, reporter, claim)
                     if writer:
-                        _write_outputs(made.frames, made.result, job, request, ctx)
+                        _write_outputs(frames, result, job, request, ctx)
                         written += 1
                 finally:
                     if claim is not None:
                         claim.release()
-                results.append(made.result)
-                reporter.video_done(made.result)
+                results.append(result)
+                reporter.video_done(result)
     except KeyboardInterrupt:
         total = len(plan.jobs) if mode != "ddp" else len(jobs)
         where = "" if mode != "ddp" else f" by process {rank}"
@@ -426,15 +425,10 @@ def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSumm
                          mode=mode, load_seconds=load_seconds, peak_memory_gib=peak)
 
 
-@dataclass
-class _Made:
-    result: SampleResult
-    frames: Any  # (T, H, W, 3) uint8
-
-
-def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter: SampleReporter, claim) -> _Made:
+def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter: SampleReporter,
+              claim) -> tuple[SampleResult, Any]:
     """One video through the pipeline, from the plan's mask type, kept frames and size; the claim's heartbeat
-    beats at every step."""
+    beats at every step. Returns its result and its frames, (T, H, W, 3) uint8."""
     import torch
 
     item = job.item
@@ -450,25 +444,13 @@ def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter:
     height, width = item.output_size
     started = time.perf_counter()
     try:
-        out = pipe(
-            item.prompt,
-            conditions=item.conds,
-            frame_indices=item.frame_indices if item.conds and item.frame_indices is not None else None,
-            mask_type=item.mask_type,
-            num_frames=request.num_frames,
-            height=height,
-            width=width,
-            crop_for_hw=request.crop_for_hw,
-            max_hxw=request.max_hxw,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            guidance_rescale=request.guidance_rescale,
-            noise_strength=request.noise_strength,
-            sample_posterior=request.sample_posterior,
-            generator=generator,
-            prompt_embeds=embeddings,
-            callback_on_step_end=on_step,
-        )
+        out = pipe(item.prompt, conditions=item.conds, mask_type=item.mask_type,
+                   frame_indices=item.frame_indices if item.conds and item.frame_indices is not None else None,
+                   num_frames=request.num_frames, height=height, width=width, crop_for_hw=request.crop_for_hw,
+                   max_hxw=request.max_hxw, num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
+                   guidance_rescale=request.guidance_rescale, noise_strength=request.noise_strength,
+                   sample_posterior=request.sample_posterior, generator=generator, prompt_embeds=embeddings,
+                   callback_on_step_end=on_step)
     except FloatingPointError as exc:
         raise GenerationError(f"line {item.line}: {exc} — try --dtype bf16 or fp32") from None
     seconds = time.perf_counter() - started
@@ -476,7 +458,7 @@ def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter:
                           sidecar=job.sidecar, seed=job.seed, mask_type=str(out.mask_type),
                           kept_frames=out.kept_frames, seconds=seconds, seconds_per_step=seconds / request.steps,
                           rank=ctx.rank)
-    return _Made(result, out.videos[0])
+    return result, out.videos[0]
 
 
 def _text_pipeline(request: SampleRequest, dirs: dict[str, Path], ctx, dtype):
@@ -526,17 +508,9 @@ def _write_outputs(frames, result: SampleResult, job: Job, request: SampleReques
     from opensora_cli.utils.io import atomic_path
     from opensora_cli.utils.video import write_video
 
-    sidecar = {
-        "opensora_cli_version": __version__,
-        "video": result.video.name,
-        **job.request,
-        "base_seed": request.seed,
-        "kept_frames": result.kept_frames,
-        "device": str(ctx.device),
-        "world_size": ctx.world_size,
-        "sequence_parallel": request.sp,
-        "seconds": round(result.seconds, 3),
-    }
+    sidecar = {"opensora_cli_version": __version__, "video": result.video.name, **job.request,
+               "base_seed": request.seed, "kept_frames": result.kept_frames, "device": str(ctx.device),
+               "world_size": ctx.world_size, "sequence_parallel": request.sp, "seconds": round(result.seconds, 3)}
     text = json.dumps(sidecar, indent=2) + "\n"
     try:
         write_video(result.video, frames, request.fps)

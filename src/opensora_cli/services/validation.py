@@ -6,6 +6,7 @@ Every problem is collected (not only the first) with its file and line. Nothing 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -86,46 +87,32 @@ def check_inputs(request: InputsRequest, problems: Sequence[Problem] = ()) -> Va
         cond_lines = None if prompts is None else [""] * len(prompts)  # text only: every line is t2iv
     else:
         cond_lines = None
-        problems.append(
-            Problem.of("--conds", None, f"mask type {request.mask_type} needs condition files",
-                       "pass --conds FILE with one line of images or a video per prompt")
-        )
+        problems.append(Problem.of("--conds", None, f"mask type {request.mask_type} needs condition files",
+                                   "pass --conds FILE with one line of images or a video per prompt"))
 
     items: list[InputItem] = []
     if prompts is not None and cond_lines is not None:
         if not prompts:
             problems.append(Problem.of(prompts_label, None, "the prompts file is empty", "write one prompt per line"))
+        number = min(len(prompts), len(cond_lines)) + 1  # the first line that the shorter file lacks
+        counts = f"({len(prompts)} prompts, {len(cond_lines)} condition lines)"
         if len(prompts) > len(cond_lines):
-            problems.append(
-                Problem.of(conds_label, len(cond_lines) + 1,
-                           f"prompt {len(cond_lines) + 1} has no conditions line "
-                           f"({len(prompts)} prompts, {len(cond_lines)} condition lines)",
-                           f"add a line to {conds_label} or remove the prompt")
-            )
+            problems.append(Problem.of(conds_label, number, f"prompt {number} has no conditions line {counts}",
+                                       f"add a line to {conds_label} or remove the prompt"))
         elif len(cond_lines) > len(prompts):
-            problems.append(
-                Problem.of(prompts_label, len(prompts) + 1,
-                           f"conditions line {len(prompts) + 1} has no prompt "
-                           f"({len(prompts)} prompts, {len(cond_lines)} condition lines)",
-                           f"add a prompt to {prompts_label} or remove the conditions line")
-            )
+            problems.append(Problem.of(prompts_label, number, f"conditions line {number} has no prompt {counts}",
+                                       f"add a prompt to {prompts_label} or remove the conditions line"))
         for number, prompt in enumerate(prompts, start=1):
             if not prompt:
                 problems.append(Problem.of(prompts_label, number, "empty prompt", "write a prompt or delete the line"))
         conds_dir = request.conds.parent.resolve() if request.conds is not None else Path.cwd()
-        checker = LineChecker(request, conds_label, conds_dir)
-        items, line_problems, line_warnings = checker.check(
-            [(n, p, c) for n, (p, c) in enumerate(zip(prompts, cond_lines), start=1)]
-        )
+        items, line_problems, line_warnings = LineChecker(request, conds_label, conds_dir).check(
+            [(n, p, c) for n, (p, c) in enumerate(zip(prompts, cond_lines), start=1)])
         problems += line_problems
         warnings += line_warnings
 
-    problems.sort(key=_order)
+    problems.sort(key=lambda p: (not p.file.startswith("--"), p.file, p.line or 0))  # options first
     return ValidationReport(ok=not problems, problems=problems, warnings=warnings, items=items)
-
-
-def _order(problem: Problem) -> tuple:
-    return (not problem.file.startswith("--"), problem.file, problem.line or 0)
 
 
 def build_request(options: Mapping[str, Any], model: type[RequestT] = InputsRequest) -> tuple[RequestT, list[Problem]]:
@@ -192,9 +179,7 @@ class LineChecker:
     workers: int | None = None  # threads decoding large files; None = one per CPU
     infos: dict[Path, MediaInfo] = field(default_factory=dict)
 
-    def check(
-        self, lines: Sequence[tuple[int, str, str]]
-    ) -> tuple[list[InputItem], list[Problem], list[Problem]]:
+    def check(self, lines: Sequence[tuple[int, str, str]]) -> tuple[list[InputItem], list[Problem], list[Problem]]:
         """Check (line number, prompt, conds text) triples; files are probed once each, in parallel."""
         parsed, problems = [], []
         for number, prompt, text in lines:
@@ -204,12 +189,8 @@ class LineChecker:
             parsed.append((number, prompt, [self._resolve(spec) for spec in specs]))
         self._probe_all(r.path for _, _, resolved in parsed for r in resolved if r.path is not None)
 
-        items, warnings = [], []
-        for number, prompt, resolved in parsed:
-            item, line_problems, line_warnings = self._check_line(number, prompt, resolved)
-            items.append(item)
-            problems += line_problems
-            warnings += line_warnings
+        warnings: list[Problem] = []
+        items = [self._check_line(number, prompt, resolved, problems, warnings) for number, prompt, resolved in parsed]
         return items, problems, warnings
 
     # -- paths and probing ---------------------------------------------------------------------------------
@@ -246,12 +227,9 @@ class LineChecker:
 
     # -- one line ------------------------------------------------------------------------------------------
 
-    def _check_line(
-        self, number: int, prompt: str, resolved: list[_Resolved]
-    ) -> tuple[InputItem, list[Problem], list[Problem]]:
-        req = self.request
-        problems: list[Problem] = []
-        warnings: list[Problem] = []
+    def _check_line(self, number: int, prompt: str, resolved: list[_Resolved], problems: list[Problem],
+                    warnings: list[Problem]) -> InputItem:
+        """One line's item; its problems and warnings are appended to the lists given."""
 
         def bad(what: str, fix: str) -> None:
             problems.append(Problem.of(self.conds_label, number, what, fix))
@@ -261,8 +239,6 @@ class LineChecker:
             stem, at, index = r.spec.path.rpartition("@")
             if r.kind is None and at and media_kind(stem.rstrip()) is not None:
                 # parse_conds_line only splits off integer indices, so "img.png@x" arrives as a path: say why.
-                import re
-
                 if re.fullmatch(r"[+-]?\d+", index.strip(), re.ASCII):
                     bad(f"'{r.spec.path}': spaces around '@'", f"write the index right after the path, e.g. "
                         f"'{stem.strip()}@{index.strip()}'")
@@ -293,9 +269,8 @@ class LineChecker:
                          self.request.num_frames)
         for what, fix in plan.problems:
             bad(what, fix)
-        mask_type, indices = plan.mask_type, plan.frame_indices
 
-        frames = req.num_frames
+        frames = self.request.num_frames
         for r in usable:
             info = self.infos[r.path]
             if r.kind == "video" and frames is not None and info.num_frames < frames:
@@ -303,24 +278,12 @@ class LineChecker:
                 bad(f"video '{r.spec.path}' has {info.num_frames} frames, {frames} needed",
                     f"use --num-frames {below} or a longer video")
 
-        output_size = None
-        if len(usable) == len(resolved):
-            output_size = self._output_size(number, [self.infos[r.path] for r in usable], bad, warnings)
-
-        item = InputItem(
-            line=number,
-            prompt=prompt,
-            conds=[str(r.path) if r.path is not None else r.spec.path for r in resolved],
-            mask_type=mask_type,
-            frame_indices=indices,
-            output_size=output_size,
-            cond_items=[
-                CondItem(path=str(r.path or r.spec.path), kind=r.kind or "unknown", index=r.spec.index,
-                         resolved_from=r.resolved_from)
-                for r in resolved
-            ],
-        )
-        return item, problems, warnings
+        infos = [self.infos[r.path] for r in usable]
+        output_size = self._output_size(number, infos, bad, warnings) if len(usable) == len(resolved) else None
+        return InputItem(line=number, prompt=prompt, conds=[str(r.path or r.spec.path) for r in resolved],
+                         mask_type=plan.mask_type, frame_indices=plan.frame_indices, output_size=output_size,
+                         cond_items=[CondItem(path=str(r.path or r.spec.path), kind=r.kind or "unknown",
+                                              index=r.spec.index, resolved_from=r.resolved_from) for r in resolved])
 
     def _output_size(self, number: int, infos: list[MediaInfo], bad, warnings: list[Problem]):
         req = self.request
