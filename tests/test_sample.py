@@ -143,6 +143,16 @@ def test_bad_options_are_reported_before_loading(cli, inputs, model_dir, extra, 
     assert result.code == 1 and message in (result.out + result.err)
 
 
+def test_a_refusal_with_json_is_the_validation_report_on_stdout(cli, inputs, model_dir):
+    import json
+
+    result = run_lines(cli, inputs, model_dir, ["a.png"], "--dtype", "fp64", "--json")
+    report = json.loads(result.out)
+    assert result.code == 1 and report["ok"] is False
+    assert report["problems"][0]["file"] == "--dtype"
+    assert report["problems"][0]["message"].startswith("'fp64' is not a dtype")  # the value named once
+
+
 def test_without_model_and_without_a_bundled_model_the_refusal_names_model(cli, inputs, monkeypatch):
     # an install without the demo model (e.g. a wheel built without package data)
     monkeypatch.setattr("opensora_cli.services.model_folders.bundled_model_dir", lambda: None)

@@ -95,7 +95,9 @@ def sample_command(
         else:
             plan = sampling.plan(options)
     except ValidationFailed as exc:
-        if is_main:
+        if is_main and json_output:  # the same report as `validate-inputs --json`: stdout stays JSON
+            print(exc.report.model_dump_json(indent=None))
+        elif is_main:
             from opensora_cli.cli.render import print_problems
 
             out, problems = console(), exc.report.problems

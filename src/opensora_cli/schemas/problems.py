@@ -78,8 +78,8 @@ def problems_from(
         loc = tuple(str(part) for part in error["loc"])
         place, line = where(loc) if where is not None else (option_name(loc[0]) if loc else "options", None)
         what, fix = error_text(error)
-        if values is not None and loc and loc[0] in values:
-            what = f"{values[loc[0]]!r}: {what}"
+        if values is not None and loc and loc[0] in values and not what.startswith(repr(values[loc[0]])):
+            what = f"{values[loc[0]]!r}: {what}"  # (unless the validator's message names the value itself)
         problems.append(Problem.of(place, line, what, fix))
     return problems
 
