@@ -53,7 +53,8 @@ CASES = {
     "model is not a folder": ([*SAMPLE, "--model", "nowhere"], 1, "--model: 'nowhere' is not a folder"),
     "broken model defaults": ([*SAMPLE, "--model", "notjson"], 1, "opensora_defaults.json: not valid JSON"),
     "output dir is a file": ([*SAMPLE, "-o", "afile"], 1, "is a file"),
-    "runaway frames": ([*SAMPLE, "--num-frames", "400001"], 1, "video needs about"),
+    # (the demo model's 17-frame windows make long videos, so the memory check no longer catches this one)
+    "runaway frames": ([*SAMPLE, "--num-frames", "400001"], 1, "over 100 times the model's trained length"),
     "100000 layers": ([*SAMPLE, "--model", "model"], 1, "needs about"),
     "1x1 image, fixed size": (["sample", "-p", "p.txt", "-c", "tiny.txt"], 1, "has no 64:96 window"),
     "frame index not an integer": (["sample", "-p", "p.txt", "-c", "at.txt"], 1, "frame index 'x' is not an integer"),

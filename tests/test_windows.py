@@ -1,11 +1,11 @@
-"""Window planning of long videos (masks/windows.py): lengths and overlaps on the VAE's 1 + 4k grid, keyframes on
+"""Window planning of long videos (schemas/windows.py): lengths and overlaps on the VAE's 1 + 4k grid, keyframes on
 the long timeline, the end image in the last window, prompts per stretch."""
 
 from __future__ import annotations
 
 import pytest
 
-from opensora_cli.masks.windows import (
+from opensora_cli.schemas.windows import (
     Segment,
     default_overlap,
     on_grid,

@@ -43,6 +43,21 @@ def _frames_text(indices: list[int] | None) -> str:
     return ",".join(map(str, indices))
 
 
+def _windows_text(item) -> str:
+    """A long video's window plan in a line: `3 windows: 0-16 i2v "a boat", 12-28 continuation, 24-32 ...`."""
+    shown, prompt = [], None
+    for w in item.windows:
+        text = f"{w.start}-{w.end - 1} {w.mask_type}"
+        if w.keyframes:
+            text += f" (keyframes {','.join(str(w.start + f) for f, _ in w.keyframes)})"
+        if w.prompt != prompt:
+            text += f' "{w.prompt}"'
+            prompt = w.prompt
+        shown.append(text)
+    return f"{len(item.windows)} windows of {item.windows[0].frames} (overlap {item.windows[1].overlap}): " + \
+        ", ".join(shown)
+
+
 def print_report(report: ValidationReport, console: Console, verbose: bool = False) -> None:
     """Problems, warnings, the per-line plan, and a one-line verdict."""
     print_problems(report.problems, console, "problem", "red")
@@ -62,6 +77,9 @@ def print_report(report: ValidationReport, console: Console, verbose: bool = Fal
                 size = f"{item.output_size[0]}x{item.output_size[1]}" if item.output_size else "?"
                 console.print(f"line {item.line}: {item.mask_type or '?'}, kept frames {_frames_text(item.frame_indices)}"
                               f", output {size}", markup=False, soft_wrap=True)
+        for item in report.items:
+            if item.windows:
+                console.print(f"line {item.line}: {_windows_text(item)}", markup=False, soft_wrap=True)
     if verbose:
         for item in report.items:
             for cond in item.cond_items:

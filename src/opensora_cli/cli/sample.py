@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from opensora_cli.cli.common import VerboseOption, console, state
-from opensora_cli.cli.validate import CondsOption, HeightOption, MaskTypeOption, PromptsOption, WidthOption
+from opensora_cli.cli.validate import (CondsOption, HeightOption, MaskTypeOption, OverlapOption, PromptsOption,
+                                       WidthOption)
 from opensora_cli.schemas.defaults import RELEASED, SAMPLE
 from opensora_cli.schemas.masks import MaskType
 
@@ -29,6 +30,7 @@ def sample_command(
     num_frames: Optional[int] = typer.Option(
         None, "--num-frames", "-n",
         help=f"Frames, 1 + 4k [default: the model's; {RELEASED['num_frames']} for the released model]."),
+    overlap: Optional[int] = OverlapOption,
     height: Optional[int] = HeightOption,
     width: Optional[int] = WidthOption,
     crop_for_hw: Optional[bool] = typer.Option(
@@ -80,7 +82,7 @@ def sample_command(
     from opensora_cli.services import sampling
 
     options = dict(prompts=prompts, conds=conds, mask_type=mask_type, model=model, vae=vae, text_encoder=text_encoder,
-                   output_dir=output_dir, num_frames=num_frames, height=height, width=width, crop_for_hw=crop_for_hw,
+                   output_dir=output_dir, num_frames=num_frames, overlap=overlap, height=height, width=width, crop_for_hw=crop_for_hw,
                    max_hxw=max_hxw, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
                    sampler=sampler, seed=seed, num_samples_per_prompt=num_samples_per_prompt,
                    noise_strength=noise_strength, negative_prompt=negative_prompt, prompt_template=prompt_template,

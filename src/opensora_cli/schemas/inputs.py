@@ -18,12 +18,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_serializer
 
 from opensora_cli.schemas.defaults import RELEASED
 from opensora_cli.schemas.masks import MaskType
 from opensora_cli.schemas.problems import Problem
 from opensora_cli.schemas.resolution import MODEL_HW_STRIDE
+from opensora_cli.schemas.windows import Window, default_overlap
 
 _INDEX_SUFFIX = re.compile(r"^(?P<path>.+)@(?P<index>[+-]?\d+)$")
 # A quoted item: the path (`""` inside for a quote; the closing quote is the one no quote follows), then what
@@ -128,8 +129,31 @@ class InputsRequest(BaseModel):
     max_hxw_range: tuple[int, int] | None = None
     max_hxw: int = RELEASED["max_hxw"]
     mask_config: Path | None = None
+    # Videos longer than the model's trained length (None: unknown) are made in windows of that length, each
+    # keeping `overlap` frames of the one before (None: about a quarter window, `schemas.windows.default_overlap`).
+    trained_frames: int | None = None
+    overlap: int | None = None
 
     _frames = field_validator("num_frames")(staticmethod(check_num_frames))
+
+    @field_validator("overlap")
+    @classmethod
+    def _overlap(cls, value: int | None) -> int | None:
+        return value if value is None else check_num_frames(value)
+
+    @property
+    def window_frames(self) -> int | None:
+        """The frames of one window: the trained length when the video is longer, else the whole video."""
+        if self.num_frames is None:
+            return None
+        return min(self.num_frames, self.trained_frames or self.num_frames)
+
+    @property
+    def window_overlap(self) -> int | None:
+        """The overlap of a long video's windows (None for a video of one window)."""
+        if self.num_frames is None or self.window_frames is None or self.num_frames <= self.window_frames:
+            return None
+        return self.overlap if self.overlap is not None else default_overlap(self.window_frames)
 
     @field_validator("height", "width")
     @classmethod
@@ -183,6 +207,14 @@ class InputItem(BaseModel):
         None, description="kept pixel frames for image inputs (0-based); None for a video (drawn at sampling)"
     )
     output_size: tuple[int, int] | None = Field(None, description="(height, width) of the generated video")
+    windows: list[Window] | None = Field(None, description="a long video's windows (absent: one video)")
+
+    @model_serializer(mode="wrap")
+    def _short_without_windows(self, handler):
+        data = handler(self)
+        if self.windows is None:  # the report of a short video reads as it always did
+            data.pop("windows", None)
+        return data
     cond_items: list[CondItem] = Field(default_factory=list, exclude=True)
 
 

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from opensora_cli.errors import InputError
+from opensora_cli.schemas.defaults import RELEASED
 from opensora_cli.schemas.problems import Problem, option_name
 from opensora_cli.schemas.resolution import MAX_MAX_HXW, MIN_MAX_HXW
 from opensora_cli.schemas.sample import MODEL_DEFAULT_FIELDS
 
 MODEL_DEFAULTS_FILE = "opensora_defaults.json"
+_RELEASED_LATENT_FRAMES = 1 + (RELEASED["num_frames"] - 1) // 4  # 24
 
 
 def bundled_model_dir() -> Path | None:
@@ -74,7 +76,23 @@ def resolve_fields(given: Mapping[str, Any]) -> dict[str, Any]:
         if key not in fields and key in defaults:
             fields[key] = defaults[key]
     fields["max_hxw_range"] = tuple(fields.get("max_hxw_range", (MIN_MAX_HXW, MAX_MAX_HXW)))
+    fields["trained_frames"] = trained_frames(model, defaults)
     return fields
+
+
+def trained_frames(model: Path | None, defaults: Mapping[str, Any]) -> int | None:
+    """The video length the model was trained on: its `opensora_defaults.json` `num_frames`; for a folder without
+    one, 93 when the transformer config is the released model's (`sample_size_t` 24, its latent length; our tiny
+    presets carry other values that no training set), else None (unknown)."""
+    if isinstance(defaults.get("num_frames"), int):
+        return defaults["num_frames"]
+    for config in (Path(model) / "transformer" / "config.json", Path(model) / "config.json") if model else ():
+        try:
+            latent = json.loads(config.read_text(encoding="utf-8")).get("sample_size_t")
+        except (OSError, ValueError, AttributeError):
+            continue
+        return RELEASED["num_frames"] if latent == _RELEASED_LATENT_FRAMES else None
+    return None
 
 
 # Where a bundle or the released download keeps each component (text_encoder/ or the released mt5-xxl/).

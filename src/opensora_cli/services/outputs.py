@@ -39,7 +39,7 @@ from opensora_cli.utils.io import part_owner
 REQUEST_FIELDS = (
     "prompt", "line", "sample", "seed", "mask_type", "conds", "frame_indices", "num_frames", "height", "width",
     "crop_for_hw", "max_hxw", "steps", "guidance_scale", "guidance_rescale", "sampler", "negative_prompt",
-    "prompt_template", "noise_strength", "sample_posterior", "fps", "dtype", "models",
+    "prompt_template", "noise_strength", "sample_posterior", "fps", "dtype", "models", "windows",
 )
 # A claim not refreshed for this long, by a process on another host, is taken to be abandoned. Owners
 # refresh at every denoising step, far more often.

@@ -31,6 +31,7 @@ from opensora_cli.schemas.events import SampleReporter, SilentSampleReporter
 from opensora_cli.schemas.inputs import InputItem, InputsRequest
 from opensora_cli.schemas.problems import Problem, option_name
 from opensora_cli.schemas.sample import Job, SamplePlan, SampleRequest, SampleResult, SampleSummary
+from opensora_cli.schemas.windows import window_spans
 from opensora_cli.services.model_folders import resolve_fields, resolve_model_dirs
 from opensora_cli.services.outputs import (
     REQUEST_FIELDS,
@@ -112,7 +113,13 @@ def _sequence_parallel_problems(request: SampleRequest, dirs: dict[str, Path]) -
 
     heads = json.loads(config_file.read_text())["num_attention_heads"]
     problems = []
-    for message in check_sequence_parallel(latent_frame_count(request.num_frames), heads, request.nproc):
+    lengths = {request.num_frames}
+    if request.window_overlap is not None and request.window_overlap <= request.window_frames - 4:
+        lengths = {frames for _, frames in window_spans(request.num_frames, request.window_frames,
+                                                        request.window_overlap)}  # each window is sharded
+    messages = dict.fromkeys(m for frames in sorted(lengths, reverse=True)
+                             for m in check_sequence_parallel(latent_frame_count(frames), heads, request.nproc))
+    for message in messages:
         what, _, fix = message.partition(": ")
         problems.append(Problem.of("--sp", None, what, fix or None))
     return problems
@@ -152,7 +159,7 @@ def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     from opensora_cli.utils.system import available_host_memory
 
     height, width = memory.largest_output(items, request)
-    frames = request.num_frames
+    frames = request.window_frames  # a long video holds one window at a time
     try:
         estimate = memory.estimate(dirs, frames, height, width, request.dtype_for(device.type), device.type,
                                    request.guidance_scale > 1.0, request.vae_tiling, request.cpu_offload)
@@ -211,6 +218,8 @@ def output_paths(output_dir: Path, item: InputItem, sample: int, num_frames: int
 def _sidecar_request(item: InputItem, sample: int, seed: int, request: SampleRequest, models: dict, dtype: str,
                      hashes: dict[str, str]) -> dict[str, Any]:
     """What made an output: a rerun skips it only when this is the same."""
+    from opensora_cli.services.long_video import window_records
+
     height, width = item.output_size or (request.height, request.width)
     return request_of({
         **request.model_dump(include=set(REQUEST_FIELDS)),  # the generation options (steps, sampler, fps, ...)
@@ -218,6 +227,7 @@ def _sidecar_request(item: InputItem, sample: int, seed: int, request: SampleReq
         "mask_type": str(item.mask_type) if item.mask_type is not None else None,
         "conds": [{"path": path, "sha256": hashes[path]} for path in item.conds],
         "frame_indices": item.frame_indices, "dtype": dtype, "models": models,
+        "windows": window_records(item.windows, seed) if item.windows else None,
     })
 
 
@@ -271,8 +281,13 @@ def plan_outputs(items: list[InputItem], request: SampleRequest, dirs: dict[str,
         problems.append(Problem.of(
             "--output-dir", None, f"{len(changed)} output(s) in '{request.output_dir}' were made with other "
             f"parameters: {shown}", "add --overwrite to replace them, or pick another --output-dir"))
-    needed = sum(estimate_output_bytes(request.num_frames, job.request["height"] or 0, job.request["width"] or 0)
-                 for job in jobs)
+    needed = 0
+    for job in jobs:
+        height, width = job.request["height"] or 0, job.request["width"] or 0
+        needed += estimate_output_bytes(request.num_frames, height, width)
+        if job.item.windows:  # its parts until they are joined, and two windows of pixels
+            needed += estimate_output_bytes(request.num_frames, height, width) + 2 * request.window_frames * \
+                height * width * 3
     problems += check_output_dir(output_dir, needed)
     return (jobs, done), problems
 
@@ -370,7 +385,7 @@ def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSumm
             pipe = _text_pipeline(request, dirs, ctx, dtype)
             do_cfg = request.guidance_scale > 1.0
             embeddings = {}
-            for prompt in dict.fromkeys(job.item.prompt for job in jobs):
+            for prompt in dict.fromkeys(p for job in jobs for p in _prompts(job)):
                 states, mask = pipe.encode_prompt(prompt, request.negative_prompt, do_cfg, request.prompt_template)
                 embeddings[prompt] = (states.cpu(), mask.cpu())
             hidden_size = pipe.text_encoder.hidden_size
@@ -395,7 +410,7 @@ def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSumm
                     reporter.video_done(results[-1])
                     continue
                 try:
-                    result, frames = _generate(pipe, job, embeddings[job.item.prompt], request, ctx, reporter, claim)
+                    result, frames = _generate(pipe, job, embeddings, request, ctx, reporter, claim, writer)
                     if writer:
                         _write_outputs(frames, result, job, request, ctx)
                         written += 1
@@ -407,8 +422,9 @@ def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSumm
     except KeyboardInterrupt:
         total = len(plan.jobs) if mode != "ddp" else len(jobs)
         where = "" if mode != "ddp" else f" by process {rank}"
+        resumes = ", a long video resumes at its first unfinished window" if any(j.item.windows for j in jobs) else ""
         raise Interrupted(f"{written} of {total} video(s) written{where}; rerun the same command to "
-                          "finish (finished videos are skipped)") from None
+                          f"finish (finished videos are skipped{resumes})") from None
 
     # 5. All results on every rank (rank 0 reports them)
     if world > 1:
@@ -425,40 +441,83 @@ def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSumm
                          mode=mode, load_seconds=load_seconds, peak_memory_gib=peak)
 
 
-def _generate(pipe, job: Job, embeddings, request: SampleRequest, ctx, reporter: SampleReporter,
-              claim) -> tuple[SampleResult, Any]:
-    """One video through the pipeline, from the plan's mask type, kept frames and size; the claim's heartbeat
-    beats at every step. Returns its result and its frames, (T, H, W, 3) uint8."""
+def _generate(pipe, job: Job, embeddings: dict, request: SampleRequest, ctx, reporter: SampleReporter,
+              claim, writer: bool) -> tuple[SampleResult, Any]:
+    """One output through the pipeline, from the plan's mask type, kept frames and size; the claim's heartbeat
+    beats at every step. A long video (`job.item.windows`) is made window by window and written as it goes
+    (frames None); a short one returns its frames (T, H, W, 3) uint8."""
     import torch
 
     item = job.item
+    windows = item.windows or []
     reporter.video_started(item.line, job.sample, item.prompt)
-    generator = torch.Generator(ctx.device).manual_seed(job.seed)
-
-    def on_step(pipe, index: int, t, tensors: dict) -> dict:
-        reporter.step(index, pipe.num_timesteps)
-        if claim is not None:
-            claim.refresh()
-        return tensors
-
+    total_steps = request.steps * max(1, len(windows))
     height, width = item.output_size
+
+    def call(prompt: str, conditions, frame_indices, mask_type, num_frames: int, seed: int, first_step: int,
+             fixed_size: bool):
+        def on_step(pipe, index: int, t, tensors: dict) -> dict:
+            reporter.step(first_step + index, total_steps)
+            if claim is not None:
+                claim.refresh()
+            return tensors
+
+        try:
+            return pipe(prompt, conditions=conditions, mask_type=mask_type, frame_indices=frame_indices,
+                        num_frames=num_frames, height=height, width=width, crop_for_hw=fixed_size,
+                        max_hxw=request.max_hxw, num_inference_steps=request.steps,
+                        guidance_scale=request.guidance_scale, guidance_rescale=request.guidance_rescale,
+                        noise_strength=request.noise_strength, sample_posterior=request.sample_posterior,
+                        generator=torch.Generator(ctx.device).manual_seed(seed), prompt_embeds=embeddings[prompt],
+                        callback_on_step_end=on_step)
+        except FloatingPointError as exc:
+            raise GenerationError(f"line {item.line}: {exc} — try --dtype bf16 or fp32") from None
+
     started = time.perf_counter()
-    try:
-        out = pipe(item.prompt, conditions=item.conds, mask_type=item.mask_type,
-                   frame_indices=item.frame_indices if item.conds and item.frame_indices is not None else None,
-                   num_frames=request.num_frames, height=height, width=width, crop_for_hw=request.crop_for_hw,
-                   max_hxw=request.max_hxw, num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
-                   guidance_rescale=request.guidance_rescale, noise_strength=request.noise_strength,
-                   sample_posterior=request.sample_posterior, generator=generator, prompt_embeds=embeddings,
-                   callback_on_step_end=on_step)
-    except FloatingPointError as exc:
-        raise GenerationError(f"line {item.line}: {exc} — try --dtype bf16 or fp32") from None
+    if windows:
+        from opensora_cli.services import long_video
+
+        # Later windows keep pixels of the one before at the planned size; a line without conditions of its own
+        # has no input to take the size from in arbitrary mode, so those go through the fixed-size path.
+        fixed_later = request.crop_for_hw or not item.conds
+
+        def make_window(window, conditions, frame_indices, seed):
+            fixed = request.crop_for_hw if window.index == 0 else fixed_later
+            out = call(window.prompt, conditions or None, frame_indices, window.mask_type, window.frames, seed,
+                       window.index * request.steps, fixed)
+            return out.videos[0], out.kept_frames
+
+        resume = _broadcast_from_rank0(ctx) if request.sp else None
+        try:
+            result = long_video.generate(make_window, job, request, writer, resume)
+        except OSError as exc:
+            raise _output_error(job, exc) from exc
+        return result.model_copy(update={"rank": ctx.rank}), None
+    out = call(item.prompt, item.conds, item.frame_indices if item.conds and item.frame_indices is not None else None,
+               item.mask_type, request.num_frames, job.seed, 0, request.crop_for_hw)
     seconds = time.perf_counter() - started
     result = SampleResult(line=item.line, sample=job.sample, prompt=item.prompt, video=job.video,
                           sidecar=job.sidecar, seed=job.seed, mask_type=str(out.mask_type),
                           kept_frames=out.kept_frames, seconds=seconds, seconds_per_step=seconds / request.steps,
                           rank=ctx.rank)
     return result, out.videos[0]
+
+
+def _prompts(job: Job) -> list[str]:
+    """The prompts an output is made with: one, or one per window of a long video (a stretch each)."""
+    return [w.prompt for w in job.item.windows] if job.item.windows else [job.item.prompt]
+
+
+def _broadcast_from_rank0(ctx):
+    """Under --sp every rank resumes a long video where rank 0 (the writer, which reads the store) does."""
+    import torch.distributed as dist
+
+    def resume(done: int, first_kept: list[int]) -> tuple[int, list[int]]:
+        decision = [(done, first_kept)]
+        dist.broadcast_object_list(decision, src=0, group=ctx.group)
+        return decision[0]
+
+    return resume
 
 
 def _text_pipeline(request: SampleRequest, dirs: dict[str, Path], ctx, dtype):
@@ -513,7 +572,8 @@ def _write_outputs(frames, result: SampleResult, job: Job, request: SampleReques
                "world_size": ctx.world_size, "sequence_parallel": request.sp, "seconds": round(result.seconds, 3)}
     text = json.dumps(sidecar, indent=2) + "\n"
     try:
-        write_video(result.video, frames, request.fps)
+        if frames is not None:  # (a long video is written as its windows finish)
+            write_video(result.video, frames, request.fps)
         with atomic_path(result.sidecar) as tmp:
             tmp.write_text(text)
     except BaseException as exc:
@@ -522,6 +582,10 @@ def _write_outputs(frames, result: SampleResult, job: Job, request: SampleReques
                 if path.is_file():
                     path.unlink()
         if isinstance(exc, OSError):
-            raise OutputError(f"{result.video}: cannot write the output ({exc.strerror or exc}); "
-                              "nothing of it was kept — free some space or fix the folder, then rerun") from exc
+            raise _output_error(job, exc) from exc
         raise
+
+
+def _output_error(job: Job, exc: OSError) -> OutputError:
+    return OutputError(f"{job.video}: cannot write the output ({exc.strerror or exc}); nothing of it was kept — "
+                       "free some space or fix the folder, then rerun")

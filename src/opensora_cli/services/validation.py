@@ -27,8 +27,10 @@ from opensora_cli.schemas.inputs import (
     parse_conds_line,
 )
 from opensora_cli.schemas.mask_config import load_mask_config
+from opensora_cli.schemas.defaults import RELEASED
 from opensora_cli.schemas.masks import MaskType
 from opensora_cli.schemas.problems import Problem, problems_from
+from opensora_cli.schemas.windows import SEGMENT_SEPARATOR, Window, plan_windows
 from opensora_cli.schemas.resolution import (
     ARBITRARY_HW_STRIDE,
     MAX_ASPECT,
@@ -40,6 +42,8 @@ from opensora_cli.schemas.resolution import (
 
 RequestT = TypeVar("RequestT", bound=InputsRequest)
 _TRAINED_STRIDE = 32
+# A long video may be this many times the trained length (a guard against a typo, not a limit of the method).
+MAX_LENGTH_FACTOR = 100
 # Files at least this big are decoded in threads (see LineChecker._probe_all).
 _LARGE_FILE_BYTES = 64 * 1024
 
@@ -90,6 +94,7 @@ def check_inputs(request: InputsRequest, problems: Sequence[Problem] = ()) -> Va
         problems.append(Problem.of("--conds", None, f"mask type {request.mask_type} needs condition files",
                                    "pass --conds FILE with one line of images or a video per prompt"))
 
+    problems += _length_problems(request)
     items: list[InputItem] = []
     if prompts is not None and cond_lines is not None:
         if not prompts:
@@ -113,6 +118,28 @@ def check_inputs(request: InputsRequest, problems: Sequence[Problem] = ()) -> Va
 
     problems.sort(key=lambda p: (not p.file.startswith("--"), p.file, p.line or 0))  # options first
     return ValidationReport(ok=not problems, problems=problems, warnings=warnings, items=items)
+
+
+def _length_problems(request: InputsRequest) -> list[Problem]:
+    """A video longer than the model's trained length is made in windows: that length must be known, and the
+    overlap must leave each window something to generate."""
+    frames, window, overlap = request.num_frames, request.window_frames, request.window_overlap
+    if frames is None:
+        return []
+    if request.trained_frames is None and frames > RELEASED["num_frames"]:
+        where = f"{request.model}/opensora_defaults.json" if request.model else "the model folder"
+        return [Problem.of("--num-frames", None, f"{frames} frames is longer than {RELEASED['num_frames']} and the "
+                           "model's trained length is unknown, so the windows of a long video cannot be planned",
+                           f"write {{\"num_frames\": N}} (the frames it was trained on) to {where}, or use "
+                           f"--num-frames {RELEASED['num_frames']} or fewer")]
+    if request.trained_frames is not None and frames > MAX_LENGTH_FACTOR * request.trained_frames:
+        most = (MAX_LENGTH_FACTOR * request.trained_frames - 1) // 4 * 4 + 1
+        return [Problem.of("--num-frames", None, f"{frames} frames is over {MAX_LENGTH_FACTOR} times the model's "
+                           f"trained length ({request.trained_frames})", f"use --num-frames {most} or fewer")]
+    if overlap is not None and overlap > window - 4:
+        return [Problem.of("--overlap", None, f"{overlap} kept frames leave nothing to generate in a {window}-frame "
+                           "window", f"use --overlap {window - 4} or less (1 + 4k)")]
+    return []
 
 
 def build_request(options: Mapping[str, Any], model: type[RequestT] = InputsRequest) -> tuple[RequestT, list[Problem]]:
@@ -270,7 +297,8 @@ class LineChecker:
         for what, fix in plan.problems:
             bad(what, fix)
 
-        frames = self.request.num_frames
+        windows = self._windows(prompt, resolved, plan, bad)
+        frames = self.request.window_frames  # a long video's first window takes the video's frames
         for r in usable:
             info = self.infos[r.path]
             if r.kind == "video" and frames is not None and info.num_frames < frames:
@@ -282,8 +310,26 @@ class LineChecker:
         output_size = self._output_size(number, infos, bad, warnings) if len(usable) == len(resolved) else None
         return InputItem(line=number, prompt=prompt, conds=[str(r.path or r.spec.path) for r in resolved],
                          mask_type=plan.mask_type, frame_indices=plan.frame_indices, output_size=output_size,
+                         windows=windows,
                          cond_items=[CondItem(path=str(r.path or r.spec.path), kind=r.kind or "unknown",
                                               index=r.spec.index, resolved_from=r.resolved_from) for r in resolved])
+
+    def _windows(self, prompt: str, resolved: list[_Resolved], plan, bad) -> list[Window] | None:
+        """A long video's windows (None for a video of one window, or when the line's plan failed)."""
+        req = self.request
+        overlap = req.window_overlap
+        if overlap is None or plan.problems or overlap > req.window_frames - 4:  # (a bad overlap: an option problem)
+            if SEGMENT_SEPARATOR in prompt and overlap is None:
+                bad(f"the prompt has stretches ('{SEGMENT_SEPARATOR}'), but a {req.num_frames}-frame video is one "
+                    "window", f"use one prompt, or more than {req.window_frames} frames")
+            return None
+        video = any(r.kind == "video" for r in resolved)
+        keyframes = [] if video or plan.frame_indices is None else list(zip(plan.frame_indices, range(len(resolved))))
+        windows = plan_windows(req.num_frames, req.window_frames, overlap, keyframes, prompt,
+                               video_mask=plan.mask_type if video else None)
+        for what, fix in windows.problems:
+            bad(what, fix)
+        return windows.windows or None
 
     def _output_size(self, number: int, infos: list[MediaInfo], bad, warnings: list[Problem]):
         req = self.request
@@ -342,7 +388,7 @@ def estimate_memory(report: ValidationReport, request: InputsRequest) -> dict | 
     if problems or not any(item.output_size for item in report.items) or request.num_frames is None:
         return None
     height, width = memory.largest_output(report.items, request)
-    frames = request.num_frames
+    frames = request.window_frames  # a long video holds one window at a time
     try:
         cpu = memory.estimate(dirs, frames, height, width, "fp32", "cpu", True, True)
         gpu = memory.estimate(dirs, frames, height, width, "bf16", "cuda", True, True)

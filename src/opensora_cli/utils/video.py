@@ -87,3 +87,31 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     return path
+
+
+def concat_videos(parts: list[Path], path: str | os.PathLike) -> Path:
+    """Join mp4 files of one size, rate and encoder settings into one, without encoding again (ffmpeg's concat
+    demuxer, stream copy): the same parts always give the same bytes. Returns `path`, as a Path.
+
+    Raises:
+        OSError: ffmpeg failed (its message included).
+    """
+    import subprocess
+
+    import imageio_ffmpeg
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        listing = tmp.with_suffix(".txt")  # beside the temporary file: removed with it whatever happens
+        try:
+            # The listing's paths are quoted for ffmpeg: a ' inside one is written '\''.
+            listing.write_text("".join("file '" + str(Path(p).resolve()).replace("'", "'\\''") + "'\n"
+                                       for p in parts))
+            done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "concat", "-safe",
+                                   "0", "-i", str(listing), "-c", "copy", "-map_metadata", "-1", "-fflags",
+                                   "+bitexact", "-f", "mp4", str(tmp)], capture_output=True, text=True)
+        finally:
+            listing.unlink(missing_ok=True)
+        if done.returncode != 0:
+            raise OSError(f"ffmpeg could not join {len(parts)} parts: {done.stderr.strip()[-300:]}")
+    return path

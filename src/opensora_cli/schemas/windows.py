@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict, computed_field
+
 from opensora_cli.schemas.masks import MaskType
 
 # The VAE's temporal compression: lengths are 1 + TEMPORAL_STRIDE * k frames.
@@ -38,8 +40,7 @@ def default_overlap(window: int) -> int:
     return max(1, min(quarter, window - TEMPORAL_STRIDE))
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(BaseModel):
     """One window of a long video.
 
     Attributes:
@@ -52,6 +53,8 @@ class Window:
         prompt_index: which stretch (0-based) that is.
     """
 
+    model_config = ConfigDict(frozen=True)
+
     index: int
     start: int
     frames: int
@@ -59,20 +62,25 @@ class Window:
     keyframes: tuple[tuple[int, int], ...] = ()
     prompt: str = ""
     prompt_index: int = 0
+    video_mask: MaskType | None = None  # the first window of a line with a video: the mask its generator draws
 
     @property
     def end(self) -> int:
         """One past its last frame on the long timeline."""
         return self.start + self.frames
 
+    @computed_field
     @property
     def kept(self) -> list[int]:
         """The frames of the window that are conditions, sorted: the overlap and the keyframes."""
         return sorted(set(range(self.overlap)) | {frame for frame, _ in self.keyframes})
 
+    @computed_field
     @property
     def mask_type(self) -> MaskType:
         """The mask its kept frames make (a window after the first keeps at least its overlap)."""
+        if self.video_mask is not None:
+            return self.video_mask
         kept = self.kept
         if not kept:
             return MaskType.t2iv
@@ -167,6 +175,7 @@ def plan_windows(
     overlap: int,
     keyframes: list[tuple[int, int]] | None = None,
     prompt: str = "",
+    video_mask: MaskType | None = None,
 ) -> WindowPlan:
     """Plan one long video.
 
@@ -177,6 +186,7 @@ def plan_windows(
         keyframes: (frame on the long timeline, index of the image among the line's conditions); negative frames
             count from the end.
         prompt: the line's prompt, one or several stretches (see `parse_segments`).
+        video_mask: for a line with a video, the mask the first window draws on it (continuation by default).
     """
     plan = WindowPlan(num_frames)
     try:
@@ -202,5 +212,7 @@ def plan_windows(
         inside = tuple((frame - start, condition) for frame, condition in placed if start <= frame < start + frames)
         middle = (start + kept_overlap + start + frames - 1) / 2  # of the frames it generates
         stretch = max(i for i, segment in enumerate(segments) if segment.start <= middle)
-        plan.windows.append(Window(index, start, frames, kept_overlap, inside, segments[stretch].prompt, stretch))
+        plan.windows.append(Window(index=index, start=start, frames=frames, overlap=kept_overlap, keyframes=inside,
+                                   prompt=segments[stretch].prompt, prompt_index=stretch,
+                                   video_mask=video_mask if index == 0 else None))
     return plan

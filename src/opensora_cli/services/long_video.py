@@ -1,0 +1,153 @@
+"""Long videos: a line's windows (`schemas.windows`) made one after another into one mp4.
+
+Window 1 is generated like a short video; window k+1 gets the last `overlap` frames window k made (its uint8
+pixels) as kept frames at its start, plus the line's keyframes that fall inside it. Each window's new frames are
+encoded as soon as it finishes, into an mp4 part in `.<video>.windows/` (with the request that made them); the
+video is the parts joined without encoding again. So a long video never has to fit in memory, and a killed run
+resumes at the first unfinished window and writes the same bytes as a run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from opensora_cli.schemas.sample import Job, SampleRequest, SampleResult
+from opensora_cli.schemas.windows import Window
+from opensora_cli.utils.io import atomic_path
+from opensora_cli.utils.seeds import stable_seed
+
+
+def window_seed(seed: int, index: int) -> int:
+    """The seed of window `index` of an output whose seed is `seed`: the first window keeps it (so a long video
+    starts as the short one does); the others derive from it and their index alone."""
+    return seed if index == 0 else stable_seed(seed, index, namespace="opensora-cli-window")
+
+
+def window_records(windows: list[Window], seed: int) -> list[dict[str, Any]]:
+    """What the sidecar records of each window: enough to make any window again on its own."""
+    return [{"index": w.index, "start": w.start, "frames": w.frames, "overlap": w.overlap,
+             "keyframes": [list(k) for k in w.keyframes], "kept_frames": w.kept, "mask_type": str(w.mask_type),
+             "prompt": w.prompt, "seed": window_seed(seed, w.index)} for w in windows]
+
+
+class WindowStore:
+    """The finished windows of one long video, kept beside it until the video is complete: each window's new
+    frames as an mp4 part (encoded as the window finishes), and the newest window's frames as pixels (the next
+    window keeps its last frames).
+
+    Args:
+        video: the output video; the store is the hidden folder `.<stem>.windows` next to it.
+        request: the output's request (its sidecar's); windows made with another request are not reused.
+    """
+
+    def __init__(self, video: Path, request: dict[str, Any]) -> None:
+        self.folder = video.parent / f".{video.stem}.windows"
+        self.request = request
+
+    def part(self, index: int) -> Path:
+        return self.folder / f"part-{index:04d}.mp4"
+
+    def _pixels(self, index: int) -> Path:
+        return self.folder / f"window-{index:04d}.npy"
+
+    def finished(self) -> tuple[int, list[int]]:
+        """(how many leading windows are done for this request, the frames the first one kept); a store of
+        another request is removed."""
+        try:
+            meta = json.loads((self.folder / "request.json").read_text())
+        except (OSError, ValueError):
+            meta = {}
+        if meta.get("request") != json.loads(json.dumps(self.request)):
+            self.remove()
+            return 0, []
+        count = 0
+        while self.part(count).is_file():
+            count += 1
+        while count and not self._pixels(count - 1).is_file():  # (stopped between a part and its pixels)
+            count -= 1
+        return count, meta.get("first_kept", [])
+
+    def save(self, window: Window, frames: np.ndarray, kept: list[int], fps: float) -> None:
+        """Keep a finished window: its frames (T, H, W, 3) uint8 as pixels, then its new frames as an mp4 part;
+        each file is written whole or not at all, and the pixels of the window before are let go."""
+        from opensora_cli.utils.video import write_video
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if window.index == 0:
+            with atomic_path(self.folder / "request.json") as tmp:
+                tmp.write_text(json.dumps({"request": self.request, "first_kept": kept}))
+        with atomic_path(self._pixels(window.index)) as tmp, open(tmp, "wb") as file:
+            np.save(file, frames)
+        write_video(self.part(window.index), frames[window.overlap:], fps)
+        self._pixels(window.index - 1).unlink(missing_ok=True)
+
+    def pixels(self, index: int) -> np.ndarray:
+        return np.load(self._pixels(index))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def generate(make_window: Callable[[Window, list, list[int] | None, int], tuple[np.ndarray, list[int]]], job: Job,
+             request: SampleRequest, writer: bool,
+             resume_from: Callable[[int, list[int]], tuple[int, list[int]]] | None = None) -> SampleResult:
+    """Make a long video window by window, then join the windows' parts into `job.video`.
+
+    Args:
+        make_window: (window, conditions, frame indices, seed) -> (frames (T, H, W, 3) uint8, kept frames): one
+            pipeline call.
+        job: the output; `job.item.windows` are its windows.
+        writer: this process writes the store and the video (False: another rank of --sp does).
+        resume_from: maps this process's (finished windows, first window's kept frames) to those every process
+            uses (--sp: rank 0's, which reads the store).
+
+    Returns:
+        The result (its `kept_frames` are the long timeline's conditions: the line's keyframes, and for a video
+        the frames the first window kept).
+    """
+    from opensora_cli.utils.video import concat_videos
+
+    windows = job.item.windows or []
+    store = WindowStore(job.video, job.request)
+    done, first_kept = store.finished() if writer else (0, [])
+    if resume_from is not None:
+        done, first_kept = resume_from(done, first_kept)
+    started = time.perf_counter()
+    previous = store.pixels(done - 1) if done else None
+    for window in windows[done:]:
+        conditions, indices = _window_conditions(window, job, previous)
+        frames, kept = make_window(window, conditions, indices, window_seed(job.seed, window.index))
+        if window.index == 0:
+            first_kept = kept
+        if writer:
+            store.save(window, frames, kept, request.fps)
+        previous = frames
+    if writer:
+        concat_videos([store.part(w.index) for w in windows], job.video)
+        store.remove()
+    seconds = time.perf_counter() - started
+    timeline_kept = sorted(set(first_kept) | {w.start + f for w in windows for f, _ in w.keyframes})
+    return SampleResult(line=job.item.line, sample=job.sample, prompt=job.item.prompt, video=job.video,
+                        sidecar=job.sidecar, seed=job.seed, mask_type=str(job.item.mask_type or windows[0].mask_type),
+                        kept_frames=timeline_kept, seconds=seconds,
+                        seconds_per_step=seconds / (request.steps * max(1, len(windows) - done)))
+
+
+def _window_conditions(window: Window, job: Job, previous: np.ndarray | None) -> tuple[list, list[int] | None]:
+    """A window's conditions and their frames: the overlap (the window before's last frames, except where a
+    keyframe stands) and its keyframes. The first window takes the line's video, or its keyframes."""
+    conds = job.item.conds
+    if window.index == 0 and window.video_mask is not None:
+        return list(conds), None  # a video: the mask type draws what is kept, as for a short video
+    keyframes = dict(window.keyframes)
+    overlap = [] if previous is None else [(f, previous[len(previous) - window.overlap + f])
+                                            for f in range(window.overlap) if f not in keyframes]
+    items = sorted(overlap + [(f, conds[c]) for f, c in keyframes.items()], key=lambda pair: pair[0])
+    return [item for _, item in items], [f for f, _ in items]
