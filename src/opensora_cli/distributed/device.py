@@ -41,13 +41,6 @@ def _npu_available() -> bool:
         return False
 
 
-def _local_rank() -> int | None:
-    """LOCAL_RANK when a launcher started several processes, else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
-        return int(os.environ["LOCAL_RANK"])
-    return None
-
-
 def resolve_device(name: str | None) -> torch.device:
     """The device this process runs on.
 
@@ -81,9 +74,9 @@ def resolve_device(name: str | None) -> torch.device:
             raise UsageError("--device npu, but no Ascend NPU is visible: use --device cpu, or check the CANN setup")
         count = torch_npu.npu.device_count()
 
-    local_rank = _local_rank()
-    if local_rank is None:
-        return torch.device(name)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "LOCAL_RANK" not in os.environ:
+        return torch.device(name)  # not one of several processes a launcher started
+    local_rank = int(os.environ["LOCAL_RANK"])
     if local_rank >= count:
         raise UsageError(f"process {local_rank} on this node needs {name} device {local_rank}, but only {count} are "
                          f"visible: use at most --nproc {count} per node")

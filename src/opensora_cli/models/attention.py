@@ -84,15 +84,9 @@ def skiparse_ungroup(hidden_states: torch.Tensor, sparse_n: int, group: bool) ->
     return grouped.reshape(grouped_batch // k, group_len * k, *rest)  # (B, N, ...)
 
 
-def prepare_self_attention_mask(
-    video_bias: torch.Tensor | None,
-    num_tokens: int,
-    sparse_n: int = 1,
-    group: bool = False,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | None = None,
-    batch_size: int = 1,
-) -> torch.Tensor | None:
+def prepare_self_attention_mask(video_bias: torch.Tensor | None, num_tokens: int, sparse_n: int = 1,
+                                group: bool = False, dtype: torch.dtype = torch.float32,
+                                device: torch.device | None = None, batch_size: int = 1) -> torch.Tensor | None:
     """The self-attention mask of one layer kind, broadcasting over heads and queries.
 
     Args:
@@ -130,9 +124,8 @@ class AttnProcessor:
     reference does changes nothing but the cost). Only self-attention calls the sequence-parallel hooks.
     """
 
-    def gather_sequence(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def gather_sequence(self, query: torch.Tensor, key: torch.Tensor,
+                        value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sequence-parallel hook: each (B, S_local, heads, Dh) -> (B, S, heads / sp, Dh); identity here."""
         return query, key, value
 
@@ -144,14 +137,9 @@ class AttnProcessor:
         """Sequence-parallel hook: the token grid after `gather_sequence`; identity here."""
         return grid
 
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None,
+                 rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         # 1. Projections, split into heads
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         query = attn.to_q(hidden_states).unflatten(-1, (attn.heads, -1))  # (B, N, heads, Dh)
@@ -228,13 +216,9 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner_dim, query_dim), nn.Dropout(dropout)])
         self.processor = AttnProcessor()
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None,
+                rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """
         Args:
             hidden_states: (B, N, query_dim).

@@ -302,14 +302,8 @@ def _check_fits(model: torch.nn.Module, model_class: type, config: dict[str, Any
         )
 
 
-def build_from_config(
-    model_class: type[ModelT],
-    folder: str | Path,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-    meta: bool = True,
-) -> ModelT:
+def build_from_config(model_class: type[ModelT], folder: str | Path, *, dtype: torch.dtype = torch.float32,
+                      device: torch.device | str = "cpu", meta: bool = True) -> ModelT:
     """`model_class` built from `folder/config.json` after `check_config` and a memory check (on meta).
 
     Args:
@@ -352,18 +346,14 @@ def _listing(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else "")
 
 
-def check_state_dict(
-    expected: dict[str, torch.Size], state: dict[str, torch.Tensor], optional: Iterable[str] = ()
-) -> list[str]:
+def check_state_dict(expected: dict[str, torch.Size], state: dict[str, torch.Tensor],
+                     optional: Iterable[str] = ()) -> list[str]:
     """What does not match between a model's keys/shapes and a checkpoint, as sentences (empty = all good)."""
     optional = set(optional)
     missing = [k for k in expected if k not in state and k not in optional]
     unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} != {tuple(expected[k])}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k])
-    ]
+    mismatched = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k])}" for k in expected
+                  if k in state and tuple(state[k].shape) != tuple(expected[k])]
     found = {"missing key(s)": missing, "unexpected key(s)": unexpected, "shape mismatch(es)": mismatched}
     return [f"{len(keys)} {what}: {_listing(keys)}" for what, keys in found.items() if keys]
 
@@ -380,15 +370,9 @@ def _quiet_diffusers():
         logger.setLevel(level)
 
 
-def load_pretrained(
-    model_class: type[ModelT],
-    folder: str | Path,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-    optional_keys: Iterable[str] | None = None,
-    meta_init: bool | None = None,
-) -> ModelT:
+def load_pretrained(model_class: type[ModelT], folder: str | Path, *, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu", optional_keys: Iterable[str] | None = None,
+                    meta_init: bool | None = None) -> ModelT:
     """Build `model_class` from `folder/config.json` and load its weights, checking every key first.
 
     Args:

@@ -148,14 +148,9 @@ def randomise_weights_(model: torch.nn.Module, generator: torch.Generator) -> No
                 param.copy_(0.05 * torch.randn(param.shape, generator=generator))
 
 
-def write_random_model_folder(
-    root: str | Path,
-    transformer: str | None = "OpenSoraInpaint_v1_3-tiny",
-    vae: str | None = "WFVAEModel_D8_4x8x8-tiny",
-    text_encoder: str | None = "t5-tiny",
-    seed: int = 0,
-    max_shard_size: str = "5GB",
-) -> dict[str, Path]:
+def write_random_model_folder(root: str | Path, transformer: str | None = "OpenSoraInpaint_v1_3-tiny",
+                              vae: str | None = "WFVAEModel_D8_4x8x8-tiny", text_encoder: str | None = "t5-tiny",
+                              seed: int = 0, max_shard_size: str = "5GB") -> dict[str, Path]:
     """Write `root/{transformer,vae,text_encoder}` with random weights, each loadable like the released folders.
 
     The transformer is sharded beyond `max_shard_size` (as the released one: two shards and an index); the text

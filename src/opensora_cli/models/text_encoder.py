@@ -67,14 +67,9 @@ class TextEncoder(nn.Module):
         return self.encoder.dtype
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str | None = None,
-        max_length: int = DEFAULT_MAX_LENGTH,
-        padding: str = "max_length",
-    ) -> TextEncoder:
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32,
+                        device: torch.device | str | None = None, max_length: int = DEFAULT_MAX_LENGTH,
+                        padding: str = "max_length") -> TextEncoder:
         """Load encoder and tokenizer from a local folder (config.json, weights, tokenizer files)."""
         import transformers
 

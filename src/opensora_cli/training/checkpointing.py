@@ -84,18 +84,9 @@ def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(
-    output_dir: Path,
-    step: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    lr_scheduler,
-    ema,
-    trainer_state: dict[str, Any],
-    links: dict[str, Path],
-    total_limit: int | None = None,
-    defaults: dict[str, Any] | None = None,
-) -> Path:
+def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    lr_scheduler, ema, trainer_state: dict[str, Any], links: dict[str, Path],
+                    total_limit: int | None = None, defaults: dict[str, Any] | None = None) -> Path:
     """Write checkpoint-<step> atomically (main process only) and prune the oldest beyond `total_limit`.
 
     Args:
