@@ -219,28 +219,22 @@ def check_record(raw: Any, root: str | os.PathLike, rules: RecordRules, line: in
     def problem(reason: str, detail: str) -> DataProblem:
         return DataProblem(path, reason, line, detail, os.fspath(source))
 
-    try:
+    try:  # the first error of either model is the record's problem: they check in field order
         fields = AnnotationRecord.model_validate(raw)
-    except ValidationError as exc:
-        return problem(exc.errors()[0]["type"], exc.errors()[0]["msg"])
-
-    # Size, as the reference's area mode: shrink to max_hxw, centre-crop to the stride, then filter.
-    height, width = fields.size
-    resize_h, resize_w = max_hxw_resize(height, width, rules.max_hxw)
-    _, _, bucket_h, bucket_w = stride_crop_box(resize_h, resize_w, rules.hw_stride)
-    if bucket_h < 1 or bucket_w < 1 or bucket_h * bucket_w < rules.min_hxw:
-        return problem("too small", f"{height}x{width} becomes {bucket_h}x{bucket_w}, below the minimum area "
-                                    f"{rules.min_hxw}")
-    if not MIN_ASPECT <= bucket_h / bucket_w <= MAX_ASPECT:
-        return problem("bad aspect", f"{bucket_h}x{bucket_w}: height/width must lie in [1/2, 2]")
-    sizes = dict(height=bucket_h, width=bucket_w, resize_height=resize_h, resize_width=resize_w,
-                 source_height=height, source_width=width, crop=fields.crop)
-    kind = fields.kind
-    if kind == "image":
-        return Record(path, kind, fields.cap, num_frames=1, **sizes)
-
-    # Frames: sampled at train_fps from the cut's start.
-    try:
+        # Size, as the reference's area mode: shrink to max_hxw, centre-crop to the stride, then filter.
+        height, width = fields.size
+        resize_h, resize_w = max_hxw_resize(height, width, rules.max_hxw)
+        _, _, bucket_h, bucket_w = stride_crop_box(resize_h, resize_w, rules.hw_stride)
+        if bucket_h < 1 or bucket_w < 1 or bucket_h * bucket_w < rules.min_hxw:
+            return problem("too small", f"{height}x{width} becomes {bucket_h}x{bucket_w}, below the minimum area "
+                                        f"{rules.min_hxw}")
+        if not MIN_ASPECT <= bucket_h / bucket_w <= MAX_ASPECT:
+            return problem("bad aspect", f"{bucket_h}x{bucket_w}: height/width must lie in [1/2, 2]")
+        sizes = dict(height=bucket_h, width=bucket_w, resize_height=resize_h, resize_width=resize_w,
+                     source_height=height, source_width=width, crop=fields.crop)
+        if fields.kind == "image":
+            return Record(path, "image", fields.cap, num_frames=1, **sizes)
+        # Frames: sampled at train_fps from the cut's start.
         timing = VideoTiming.model_validate(raw)
     except ValidationError as exc:
         return problem(exc.errors()[0]["type"], exc.errors()[0]["msg"])
@@ -257,5 +251,5 @@ def check_record(raw: Any, root: str | os.PathLike, rules: RecordRules, line: in
     if length == 0:
         return problem("too short", f"{frames} frames at {fps:g} fps give {candidates} at {rules.train_fps:g} fps; "
                                     f"need at least {min(MIN_VIDEO_FRAMES, rules.num_frames)}")
-    return Record(path, kind, fields.cap, num_frames=length, start=timing.start, interval=interval,
+    return Record(path, "video", fields.cap, num_frames=length, start=timing.start, interval=interval,
                   source_candidates=source_candidates, candidates=candidates, **sizes)
