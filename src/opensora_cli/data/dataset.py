@@ -144,16 +144,11 @@ class VideoTextDataset(torch.utils.data.Dataset):
         if bad:
             raise InputError("; ".join(bad))
         self.rules = RecordRules(num_frames, max_hxw, min_hxw, hw_stride, float(train_fps), float(speed_factor))
-        self.mask_config = mask_config
-        self.cfg, self.default_text_ratio = cfg, default_text_ratio
-        self.seed = seed
-        self.bad_data = bad_data
-        self.video_masks = MaskProcessor(
-            self.mask_config.min_clear_ratio, self.mask_config.max_clear_ratio, self.mask_config.video_ratios()
-        )
-        self.image_masks = MaskProcessor(
-            self.mask_config.min_clear_ratio, self.mask_config.max_clear_ratio, self.mask_config.image_ratios()
-        )
+        self.mask_config, self.cfg, self.default_text_ratio = mask_config, cfg, default_text_ratio
+        self.seed, self.bad_data = seed, bad_data
+        clear = (mask_config.min_clear_ratio, mask_config.max_clear_ratio)
+        self.video_masks = MaskProcessor(*clear, mask_config.video_ratios())
+        self.image_masks = MaskProcessor(*clear, mask_config.image_ratios())
 
         self.records: list[Record] = []
         self.problems: list[DataProblem] = []
@@ -217,11 +212,10 @@ class VideoTextDataset(torch.utils.data.Dataset):
                 frames = self._decode(record, indices)
             except Exception as exc:  # any decoder failure is a property of the file: report it, use another
                 reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                problem = DataProblem(record.path, "decode failed", detail=reason)
                 if self.bad_data == "error":
                     raise InputError(f"{record.path}: decode failed ({reason}) — fix or remove the file "
                                      "(--bad-data skip replaces it)")
-                replaced.append(problem)
+                replaced.append(DataProblem(record.path, "decode failed", detail=reason))
                 continue
             item = self._make_item(record, frames, generator)
             item["replaced"] = replaced
@@ -309,13 +303,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     errors = [s["error"] for s in samples if "error" in s]
     if errors:
         return {"error": errors[0]}
-    return {
-        "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
-        "masked_pixel_values": torch.stack([s["masked_pixel_values"] for s in samples]),
-        "mask": torch.stack([s["mask"] for s in samples]),
-        "caption": [s["caption"] for s in samples],
-        "mask_type": [s["mask_type"] for s in samples],
-        "path": [s["path"] for s in samples],
-        "replaced": [problem for s in samples for problem in s["replaced"]],
-    }
+    batch = {key: torch.stack([s[key] for s in samples]) for key in ("pixel_values", "masked_pixel_values", "mask")}
+    batch.update({key: [s[key] for s in samples] for key in ("caption", "mask_type", "path")})
+    return {**batch, "replaced": [problem for s in samples for problem in s["replaced"]]}
 
