@@ -117,12 +117,6 @@ def _draw(background: np.ndarray, shape: str, rgb, cx: float, cy: float, size: f
     return np.clip(np.rint(frame), 0, 255).astype(np.uint8), (round(x, 3), round(y, 3))
 
 
-def _direction_phrase(rng: np.random.Generator, direction: str) -> str:
-    if direction in ("left", "right") and rng.random() < 0.5:
-        return f"to the {direction}"
-    return direction
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Clips and images
 # ------------------------------------------------------------------------------------------------------------
@@ -163,7 +157,8 @@ def generate_clip(
         y0 = rng.uniform(low, max(low, y_hi - travel)) + (travel if uy < 0 else 0.0)
         x0 = rng.uniform(low, x_hi)
     velocity = (speed * ux, speed * uy)
-    caption = f"a {colour} {shape} moves {_direction_phrase(rng, direction)}"
+    phrase = f"to the {direction}" if direction in ("left", "right") and rng.random() < 0.5 else direction
+    caption = f"a {colour} {shape} moves {phrase}"
     if rng.random() < 0.5:
         caption += f" on a {description}"
     out = np.empty((frames, height, width, 3), np.uint8)
@@ -171,19 +166,9 @@ def generate_clip(
     for t in range(frames):
         out[t], centroid = _draw(background, shape, COLOURS[colour], x0 + velocity[0] * t, y0 + velocity[1] * t, size)
         centroids.append(centroid)
-    metadata = {
-        "colour": colour,
-        "rgb": list(COLOURS[colour]),
-        "shape": shape,
-        "direction": direction,
-        "velocity": [round(velocity[0], 4), round(velocity[1], 4)],
-        "centroids": [list(c) for c in centroids],
-        "size": round(size, 3),
-        "background": description,
-        "texture": texture,
-        "caption": caption,
-    }
-    return out, metadata
+    return out, {"colour": colour, "rgb": list(COLOURS[colour]), "shape": shape, "direction": direction,
+                 "velocity": [round(velocity[0], 4), round(velocity[1], 4)], "centroids": [list(c) for c in centroids],
+                 "size": round(size, 3), "background": description, "texture": texture, "caption": caption}
 
 
 def generate_image(rng: np.random.Generator, height: int = 64, width: int = 96) -> tuple[np.ndarray, dict[str, Any]]:
@@ -288,28 +273,15 @@ def make_dataset(
     _write_lines(out / "eval" / "conds.txt", conds)
     _write_lines(out / "eval" / "transition_conds.txt", transitions)
     _write_json(out / "eval" / "metadata.json", entries)
-    return {
-        "out_dir": str(out),
-        "clips": clips,
-        "images": images,
-        "heldout": heldout,
-        "frames": frames,
-        "height": height,
-        "width": width,
-        "seed": seed,
-        "data_file": str(out / "data.txt"),
-        "eval_dir": str(out / "eval"),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    return {"out_dir": str(out), "clips": clips, "images": images, "heldout": heldout, "frames": frames,
+            "height": height, "width": width, "seed": seed, "data_file": str(out / "data.txt"),
+            "eval_dir": str(out / "eval"), "seconds": round(time.perf_counter() - started, 2)}
 
 
 def write_examples(out_dir: str | os.PathLike, seed: int = 0, frames: int = 17, height: int = 64,
                    width: int = 96) -> dict[str, Any]:
-    """Four quick-start lines in the domain: `prompts.txt`, `conds.txt` and the media they name.
-
-    Lines: i2v (`i2v.png`), transition (`transition_first.png,transition_last.png`), key frames
-    (`keyframe_0.png@0,keyframe_1.png@M,keyframe_2.png@-1`, M the middle frame) and continuation
-    (`continuation.mp4`, `frames` long). Each line comes from its own clip, with a different direction.
+    """Four quick-start lines in the domain (i2v, transition, key frames, continuation), each from its own clip
+    with its own direction: `prompts.txt`, `conds.txt` and the media they name.
 
     Returns:
         {"prompts": path, "conds": path, "files": [media paths]}.
@@ -317,26 +289,22 @@ def write_examples(out_dir: str | os.PathLike, seed: int = 0, frames: int = 17, 
     out = Path(out_dir)
     rng = np.random.default_rng([seed, 3])
     middle = (frames - 1) // 2
+    # (direction, the conds line, its images as {file: frame index}); continuation conditions on the whole clip
+    lines = [
+        ("right", "i2v.png", {"i2v.png": 0}),
+        ("up", "transition_first.png,transition_last.png", {"transition_first.png": 0, "transition_last.png": -1}),
+        ("left", f"keyframe_0.png@0,keyframe_1.png@{middle},keyframe_2.png@-1",
+         {"keyframe_0.png": 0, "keyframe_1.png": middle, "keyframe_2.png": -1}),
+        ("down", "continuation.mp4", {}),
+    ]
     prompts, conds, files = [], [], []
-    for kind, direction in zip(("i2v", "transition", "keyframes", "continuation"), ("right", "up", "left", "down")):
+    for direction, cond, images in lines:
         video, meta = generate_clip(rng, frames, height, width, direction=direction)
         prompts.append(meta["caption"])
-        if kind == "i2v":
-            names = {"i2v.png": video[0]}
-            conds.append("i2v.png")
-        elif kind == "transition":
-            names = {"transition_first.png": video[0], "transition_last.png": video[-1]}
-            conds.append("transition_first.png,transition_last.png")
-        elif kind == "keyframes":
-            names = {"keyframe_0.png": video[0], "keyframe_1.png": video[middle], "keyframe_2.png": video[-1]}
-            conds.append(f"keyframe_0.png@0,keyframe_1.png@{middle},keyframe_2.png@-1")
-        else:
-            write_video(out / "continuation.mp4", video, FPS, crf=DATASET_CRF)
-            files.append(out / "continuation.mp4")
-            names = {}
-            conds.append("continuation.mp4")
-        for name, image in names.items():
-            files.append(write_image(out / name, image))
+        conds.append(cond)
+        files += [write_image(out / name, video[index]) for name, index in images.items()]
+        if not images:
+            files.append(write_video(out / cond, video, FPS, crf=DATASET_CRF))
     _write_lines(out / "prompts.txt", prompts)
     _write_lines(out / "conds.txt", conds)
     return {"prompts": str(out / "prompts.txt"), "conds": str(out / "conds.txt"), "files": [str(f) for f in files]}

@@ -45,9 +45,7 @@ def psnr(a: np.ndarray, b: np.ndarray, cap: float = PSNR_CAP) -> float:
     if a.shape != b.shape:
         raise ValueError(f"psnr needs arrays of one shape, got {a.shape} and {b.shape}")
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    if mse == 0:
-        return cap
-    return min(cap, 10 * math.log10(255.0**2 / mse))
+    return cap if mse == 0 else min(cap, 10 * math.log10(255.0**2 / mse))
 
 
 def track_shape(
@@ -182,26 +180,23 @@ class EvalReport:
 
     @property
     def kept_psnr_mean(self) -> float:
-        values = [p for s in self.scores for p in s.kept_psnr]
-        return float(np.mean(values)) if values else float("nan")
+        return _mean([p for s in self.scores for p in s.kept_psnr])
 
     @property
     def kept_good_share(self) -> float:
-        values = [p for s in self.scores for p in s.kept_psnr]
-        return float(np.mean([p > GOOD_PSNR for p in values])) if values else float("nan")
+        return _mean([p > GOOD_PSNR for s in self.scores for p in s.kept_psnr])
 
     @property
     def last_psnr_mean(self) -> float:
         """Transition: the mean PSNR of the last frame against the target last frame."""
-        values = [s.kept_psnr[-1] for s in self.scores if len(s.kept_psnr) == 2]
-        return float(np.mean(values)) if values else float("nan")
+        return _mean([s.kept_psnr[-1] for s in self.scores if len(s.kept_psnr) == 2])
 
     @property
     def end_reached_share(self) -> float:
         """Transition: share of videos whose final tracked centroid lies within END_TOLERANCE px of the target's
         (an untracked final frame counts as not reached)."""
-        values = [s.end_error is not None and s.end_error <= END_TOLERANCE for s in self.scores]
-        return float(np.mean(values)) if values and self.mode == "transition" else float("nan")
+        reached = [s.end_error is not None and s.end_error <= END_TOLERANCE for s in self.scores]
+        return _mean(reached if self.mode == "transition" else [])
 
     @property
     def untrackable(self) -> int:
@@ -210,17 +205,19 @@ class EvalReport:
     @property
     def direction_accuracy(self) -> float:
         """Share of trackable videos whose direction matches the prompt's."""
-        values = [s.found == s.expected for s in self.scores if s.trackable]
-        return float(np.mean(values)) if values else float("nan")
+        return _mean([s.found == s.expected for s in self.scores if s.trackable])
 
     @property
     def seconds_mean(self) -> float:
-        values = [s.seconds for s in self.scores if s.seconds is not None]
-        return float(np.mean(values)) if values else float("nan")
+        return _mean([s.seconds for s in self.scores if s.seconds is not None])
 
     @property
     def steps(self) -> list[int]:
         return sorted({s.steps for s in self.scores if s.steps is not None})
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 def score_video(entry: dict[str, Any], eval_dir: Path, frames: np.ndarray, mode: str) -> dict[str, Any]:
@@ -240,8 +237,7 @@ def score_video(entry: dict[str, Any], eval_dir: Path, frames: np.ndarray, mode:
     if mode == "transition":
         kept.append(psnr(frames[-1], read_image(eval_dir / entry["last"])))
         if centroids[-1] is not None:
-            target = entry["centroids"][-1]
-            end_error = math.dist(centroids[-1], target)
+            end_error = math.dist(centroids[-1], entry["centroids"][-1])
     return {
         "expected": entry["direction"],
         "found": direction_of(fitted_displacement(centroids)),
