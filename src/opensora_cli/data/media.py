@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-# The extension sets are imported from here too (services.validation).
-from opensora_cli.schemas.data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_kind  # noqa: F401
+from opensora_cli.schemas.data import media_kind
 
 
 @dataclass(frozen=True)
