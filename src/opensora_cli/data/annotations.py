@@ -36,8 +36,7 @@ from opensora_cli.schemas.resolution import MAX_ASPECT, MIN_ASPECT, max_hxw_resi
 # The VAE compresses 1 + 4k frames to 1 + k latents; the reference trained on clips of 29..93 frames.
 VAE_STRIDE_T = 4
 MIN_VIDEO_FRAMES = 29
-# A video more than this many times longer than the span one sample needs is dropped, as the reference's
-# filter does.
+# Videos longer than this many times the span one sample needs are dropped, as the reference's filter does.
 TOO_LONG_FACTOR = 5
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 
@@ -115,17 +114,10 @@ class RecordRules:
 
 
 def load_data_description(data_file: str | os.PathLike) -> list[tuple[Path, Path, int]]:
-    """Parse a data description file: one "ROOT,ANNOTATION.json" per non-empty line.
+    """(video_root, annotation, line_no) per non-empty "ROOT,ANNOTATION.json" line of a data description file.
 
-    Relative paths resolve against the data file's folder. Annotations are JSON lists of records; pickle is
-    refused (unpickling a file can run arbitrary code).
-
-    Returns:
-        (video_root, annotation, line_no) per line, line_no 1-based.
-
-    Raises:
-        InputError: "FILE:LINE: what — how to fix" for a missing data file, a malformed line, a missing root or
-            annotation, or a pickle annotation.
+    Relative paths resolve against the data file's folder; line_no is 1-based. Pickle annotations are refused
+    (unpickling a file can run arbitrary code). Raises InputError "FILE:LINE: what — how to fix".
     """
     data_file = Path(data_file)
     try:
@@ -207,11 +199,8 @@ def check_record(raw: Any, root: str | os.PathLike, rules: RecordRules, line: in
                  ) -> Record | DataProblem:
     """One annotation record as a `Record`, or the `DataProblem` that says why it cannot be used. Reads no media.
 
-    Args:
-        raw: the record as parsed from JSON.
-        root: the folder its path is relative to.
-        rules: the training options it must fit.
-        line, source: its position in its annotation file (1-based) and that file, for the problem.
+    `raw` (as parsed from JSON) is record `line` (1-based) of the annotation file `source`; its path is relative
+    to `root`, and it must fit the training options `rules`.
     """
     rel = raw.get("path") if isinstance(raw, dict) else None
     path = os.path.join(root, rel) if isinstance(rel, str) and rel else ""
@@ -219,7 +208,7 @@ def check_record(raw: Any, root: str | os.PathLike, rules: RecordRules, line: in
     def problem(reason: str, detail: str) -> DataProblem:
         return DataProblem(path, reason, line, detail, os.fspath(source))
 
-    try:  # the first error of either model is the record's problem: they check in field order
+    try:  # the first error of either model is the record's problem
         fields = AnnotationRecord.model_validate(raw)
         # Size, as the reference's area mode: shrink to max_hxw, centre-crop to the stride, then filter.
         height, width = fields.size

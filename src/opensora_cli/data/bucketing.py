@@ -40,23 +40,14 @@ class BucketBatchSampler:
         InputError: no bucket holds a full global batch (nothing to train on).
     """
 
-    def __init__(
-        self,
-        bucket_keys: Sequence[Hashable],
-        batch_size: int,
-        num_replicas: int = 1,
-        rank: int = 0,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, bucket_keys: Sequence[Hashable], batch_size: int, num_replicas: int = 1, rank: int = 0,
+                 seed: int = 0) -> None:
         if batch_size < 1 or num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(
                 f"need batch_size >= 1, num_replicas >= 1 and 0 <= rank < num_replicas, "
                 f"got {batch_size}, {num_replicas}, {rank}"
             )
-        self.batch_size = batch_size
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.seed = seed
+        self.batch_size, self.num_replicas, self.rank, self.seed = batch_size, num_replicas, rank, seed
         self.global_batch_size = batch_size * num_replicas
 
         # Buckets in order of first appearance: deterministic for a given key list, whatever the key type.

@@ -100,10 +100,11 @@ class VideoTextDataset(torch.utils.data.Dataset):
         num_frames: longest clip, 1 + 4k (videos get the longest 1 + 4k their frames allow, at least
             min(29, num_frames)).
         max_hxw: largest area; bigger media are shrunk (aspect kept).
-        min_hxw: smallest area after the resize and stride crop; smaller records are skipped.
+        min_hxw: smallest area after the resize and stride crop, smaller records are skipped (default: the bottom of
+            the released model's trained area range).
         hw_stride: height and width are centre-cropped to multiples of this.
         train_fps: frames are sampled at this rate (every fps / train_fps source frames).
-        mask_config: mask-type weights for videos and images, and the kept-share bounds.
+        mask_config: mask-type weights for videos and images, and the kept-share bounds (frozen: one default serves).
         cfg: probability of replacing the caption (text dropout); default_text_ratio: share of those replaced by
             the default sentence instead of "".
         seed: fixes every item's randomness together with (epoch, index).
@@ -115,21 +116,10 @@ class VideoTextDataset(torch.utils.data.Dataset):
         problems: a `DataProblem` per skipped record.
     """
 
-    def __init__(
-        self,
-        data_file: str | os.PathLike,
-        num_frames: int = 93,
-        max_hxw: int = MAX_MAX_HXW,
-        min_hxw: int = MIN_MAX_HXW,  # the bottom of the released model's trained area range
-        hw_stride: int = ARBITRARY_HW_STRIDE,
-        train_fps: float = 18.0,
-        mask_config: MaskConfig = MaskConfig(),  # frozen, so one shared default is safe
-        cfg: float = 0.1,
-        default_text_ratio: float = 0.5,
-        seed: int = 0,
-        bad_data: str = "skip",
-        speed_factor: float = 1.0,
-    ) -> None:
+    def __init__(self, data_file: str | os.PathLike, num_frames: int = 93, max_hxw: int = MAX_MAX_HXW,
+                 min_hxw: int = MIN_MAX_HXW, hw_stride: int = ARBITRARY_HW_STRIDE, train_fps: float = 18.0,
+                 mask_config: MaskConfig = MaskConfig(), cfg: float = 0.1, default_text_ratio: float = 0.5,
+                 seed: int = 0, bad_data: str = "skip", speed_factor: float = 1.0) -> None:
         bad = []
         if num_frames < 1 or (num_frames - 1) % VAE_STRIDE_T:
             bad.append(f"num_frames must be 1 + 4k (e.g. 29, 93), got {num_frames}")

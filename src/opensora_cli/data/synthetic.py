@@ -122,9 +122,8 @@ def _draw(background: np.ndarray, shape: str, rgb, cx: float, cy: float, size: f
 # ------------------------------------------------------------------------------------------------------------
 
 
-def generate_clip(
-    rng: np.random.Generator, frames: int = 17, height: int = 64, width: int = 96, direction: str | None = None
-) -> tuple[np.ndarray, dict[str, Any]]:
+def generate_clip(rng: np.random.Generator, frames: int = 17, height: int = 64, width: int = 96,
+                  direction: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """One clip: a shape of random colour, kind and size moving at constant speed, fully inside every frame.
 
     Args:
@@ -133,9 +132,8 @@ def generate_clip(
         direction: force a direction ("left", "right", "up", "down"); random when None.
 
     Returns:
-        frames: (T, H, W, 3) uint8.
-        metadata: colour, rgb, shape, direction, velocity (dx, dy) px/frame, centroids [(x, y)] per frame
-            (column, row; coverage-weighted), size, background, texture, caption.
+        (T, H, W, 3) uint8 frames and the metadata: colour, rgb, shape, direction, velocity (dx, dy) px/frame,
+        centroids [(x, y)] per frame (column, row; coverage-weighted), size, background, texture, caption.
     """
     colour = str(rng.choice(list(COLOURS)))
     shape = str(rng.choice(SHAPES))
@@ -196,32 +194,19 @@ def _write_lines(path: Path, lines: list[str]) -> None:
         tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def make_dataset(
-    out_dir: str | os.PathLike,
-    clips: int = 2000,
-    images: int = 200,
-    frames: int = 17,
-    height: int = 64,
-    width: int = 96,
-    seed: int = 0,
-    heldout: int = 48,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Write a training set and a held-out evaluation set of the domain into `out_dir`.
+def make_dataset(out_dir: str | os.PathLike, clips: int = 2000, images: int = 200, frames: int = 17, height: int = 64,
+                 width: int = 96, seed: int = 0, heldout: int = 48,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write a training set and a held-out evaluation set of the domain into `out_dir`; return the counts, paths
+    and seconds taken. `progress` is called with (items written, items in all) after every clip and image.
 
     Layout: `videos/NNNNN.mp4`, `images/NNNNN.png`, `annotation.json` (training records), `data.txt`
     (".,annotation.json": the root is the data file's own folder, so the folder can be moved), and `eval/`:
     `NNNNN_first.png`, `NNNNN_last.png`, `NNNNN.mp4` (the whole clip: a reference and a continuation input),
-    `prompts.txt`, `conds.txt` (i2v), `transition_conds.txt`,
-    `metadata.json` (one entry per line). Training clips, images and held-out clips draw from independent
-    streams of `seed`, so changing one count leaves the others' content unchanged; held-out directions cycle
-    left, right, up, down so every direction is evaluated equally.
-
-    Args:
-        progress: called with (items written, items in all) after every clip and image.
-
-    Returns:
-        counts, paths and seconds taken.
+    `prompts.txt`, `conds.txt` (i2v), `transition_conds.txt`, `metadata.json` (one entry per line). Training
+    clips, images and held-out clips draw from independent streams of `seed`, so changing one count leaves the
+    others' content unchanged; held-out directions cycle left, right, up, down so every direction is evaluated
+    equally.
     """
     import time
 

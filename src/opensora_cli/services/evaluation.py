@@ -1,7 +1,7 @@
 """Quality of generated videos in the synthetic demo domain (`data.synthetic`), measured against its metadata.
 
     entries = load_eval_set("demo_data/eval")
-    report = evaluate(entries, "demo_data/eval", "samples/i2v")  # outputs of `opensora sample`
+    report = evaluate(entries, "demo_data/eval", "samples/i2v", "i2v")  # outputs of `opensora sample`
     report.direction_accuracy, report.kept_psnr_mean, ...
 
 Metrics (no torch, numpy + decord + Pillow):
@@ -48,15 +48,10 @@ def psnr(a: np.ndarray, b: np.ndarray, cap: float = PSNR_CAP) -> float:
     return cap if mse == 0 else min(cap, 10 * math.log10(255.0**2 / mse))
 
 
-def track_shape(
-    frames: np.ndarray, rgb: Sequence[int], max_distance: float = TRACK_DISTANCE, min_pixels: int = MIN_SHAPE_PIXELS
-) -> list[tuple[float, float] | None]:
-    """Centroid (x = column, y = row) of the pixels of colour `rgb` in each frame, or None where too few match.
-
-    Args:
-        frames: (T, H, W, 3) uint8.
-        rgb: the shape colour from the metadata.
-    """
+def track_shape(frames: np.ndarray, rgb: Sequence[int], max_distance: float = TRACK_DISTANCE,
+                min_pixels: int = MIN_SHAPE_PIXELS) -> list[tuple[float, float] | None]:
+    """Centroid (x = column, y = row) of the pixels of the shape colour `rgb` in each of the (T, H, W, 3) uint8
+    frames, or None where too few match."""
     distance = np.linalg.norm(frames.astype(np.float32) - np.asarray(rgb, np.float32), axis=-1)  # (T, H, W)
     centroids: list[tuple[float, float] | None] = []
     for match in distance <= max_distance:
@@ -249,11 +244,8 @@ def score_video(entry: dict[str, Any], eval_dir: Path, frames: np.ndarray, mode:
 
 
 def evaluate(entries: list[dict[str, Any]], eval_dir: str | Path, outputs_dir: str | Path, mode: str) -> EvalReport:
-    """Score every output of `opensora sample` in `outputs_dir` against the held-out entry of its prompt line.
-
-    Args:
-        entries: from `load_eval_set(eval_dir)`.
-        mode: "i2v" (outputs of eval/conds.txt) or "transition" (outputs of eval/transition_conds.txt).
+    """Score every output of `opensora sample` in `outputs_dir` against its prompt line's entry of `entries`
+    (`load_eval_set(eval_dir)`); `mode` "i2v" (outputs of eval/conds.txt) or "transition" (of transition_conds.txt).
 
     Raises:
         InputError: a sidecar whose line or prompt is not the eval set's, a missing or undecodable video, a
