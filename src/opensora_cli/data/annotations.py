@@ -43,21 +43,13 @@ PICKLE_SUFFIXES = (".pkl", ".pickle")
 
 @dataclass(frozen=True)
 class DataProblem:
-    """Why one record was skipped or replaced.
+    """Why one record was skipped or replaced."""
 
-    Args:
-        path: the media path (ROOT joined with the record's path), or "" when the record has none.
-        reason: a short category ("too short", "missing caption", "decode failed"...); `summary()` counts by it.
-        line: 1-based position of the record in its annotation list (JSON gives records no reliable line), or None.
-        detail: the values found and how to fix them.
-        source: the annotation file the record came from.
-    """
-
-    path: str
-    reason: str
-    line: int | None = None
-    detail: str = ""
-    source: str = ""
+    path: str  # the media path (ROOT joined with the record's path), or "" when the record has none
+    reason: str  # a short category ("too short", "missing caption", "decode failed"...); `summary()` counts by it
+    line: int | None = None  # 1-based position in its annotation list (JSON gives records no reliable line)
+    detail: str = ""  # the values found and how to fix them
+    source: str = ""  # the annotation file the record came from
 
     def render(self) -> str:
         where = f"{self.source} record {self.line}: " if self.source and self.line is not None else ""

@@ -74,14 +74,11 @@ class BucketBatchSampler:
         if self._plan is not None and self._plan[0] == epoch:
             return self._plan[1]
         generator = torch.Generator().manual_seed(stable_seed("buckets", self.seed, epoch))
-        batches = []
+        size, batches = self.global_batch_size, []
         for members in self.buckets.values():
             order = torch.randperm(len(members), generator=generator).tolist()
-            usable = len(order) // self.global_batch_size * self.global_batch_size
-            batches += [
-                [members[i] for i in order[start : start + self.global_batch_size]]
-                for start in range(0, usable, self.global_batch_size)
-            ]
+            usable = len(order) // size * size  # a tail short of one global batch sits out this epoch
+            batches += [[members[i] for i in order[start : start + size]] for start in range(0, usable, size)]
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         self._plan = (epoch, batches)
         return batches

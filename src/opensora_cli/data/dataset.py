@@ -207,9 +207,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
                                      "(--bad-data skip replaces it)")
                 replaced.append(DataProblem(record.path, "decode failed", detail=reason))
                 continue
-            item = self._make_item(record, frames, generator)
-            item["replaced"] = replaced
-            return item
+            return {**self._make_item(record, frames, generator), "replaced": replaced}
         raise InputError(
             f"{len(replaced)} records of bucket {'x'.join(map(str, self.bucket_keys[index]))} in a row failed to "
             f"load, the first {replaced[0].path} ({replaced[0].detail}) — check the media files of this dataset"

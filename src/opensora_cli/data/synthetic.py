@@ -68,8 +68,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> tuple[np.n
     angle = rng.uniform(0, np.pi)
     along = (x - width / 2) * np.cos(angle) + (y - height / 2) * np.sin(angle)
     if texture == "gradient":  # a linear ramp over the frame's extent along a random direction
-        extent = abs(width * np.cos(angle)) + abs(height * np.sin(angle))
-        field = 2 * along / extent
+        field = 2 * along / (abs(width * np.cos(angle)) + abs(height * np.sin(angle)))
     elif texture == "stripes":
         field = np.sin(2 * np.pi * along / rng.uniform(24, 40) + rng.uniform(0, 2 * np.pi))
     elif texture == "checks":

@@ -35,11 +35,8 @@ def resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def center_crop_resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Centre-crop (T, C, H, W) frames to the aspect height:width, then `resize` to (height, width).
-
-    Raises:
-        ValueError: the aspect is so far from the frames' that the window is empty.
-    """
+    """Centre-crop (T, C, H, W) frames to the aspect height:width, then `resize` to (height, width); ValueError
+    when the aspect is so far from the frames' that the window is empty."""
     in_h, in_w = frames.shape[-2:]
     top, left, crop_h, crop_w = aspect_crop_box(in_h, in_w, height, width)
     if crop_h < 1 or crop_w < 1:
@@ -48,11 +45,8 @@ def center_crop_resize(frames: torch.Tensor, height: int, width: int) -> torch.T
 
 
 def stride_crop(frames: torch.Tensor, stride: int) -> torch.Tensor:
-    """Centre-crop (T, C, H, W) frames to the largest multiples of `stride` (offset = half the remainder, floored).
-
-    Raises:
-        ValueError: a side is shorter than `stride`.
-    """
+    """Centre-crop (T, C, H, W) frames to the largest multiples of `stride` (offset = half the remainder, floored);
+    ValueError when a side is shorter than `stride`."""
     in_h, in_w = frames.shape[-2:]
     top, left, crop_h, crop_w = stride_crop_box(in_h, in_w, stride)
     if crop_h < 1 or crop_w < 1:

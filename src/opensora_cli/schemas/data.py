@@ -38,12 +38,9 @@ def _problem(reason: str, detail: str) -> PydanticCustomError:
 
 def _positive_int(value: Any, allow_zero: bool = False) -> int | None:
     """An int > 0 (>= 0 with allow_zero) from an int or an integral float; None otherwise (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value % 1:  # a fraction, inf or nan
         return None
-    if isinstance(value, float) and not value.is_integer():
-        return None
-    value = int(value)
-    return value if value > 0 or (allow_zero and value == 0) else None
+    return int(value) if value > 0 or (allow_zero and value == 0) else None
 
 
 class AnnotationRecord(BaseModel):
