@@ -126,16 +126,13 @@ def load_data_description(data_file: str | os.PathLike) -> list[tuple[Path, Path
         where = f"{data_file}:{line_no}"
         parts = [part.strip() for part in line.split(",")]
         if len(parts) != 2 or not all(parts):
-            raise InputError(
-                f"{where}: expected 'ROOT,ANNOTATION.json', got {line.strip()!r} — write the media folder and the "
-                "annotation file separated by one comma"
-            )
+            raise InputError(f"{where}: expected 'ROOT,ANNOTATION.json', got {line.strip()!r} — write the media "
+                             "folder and the annotation file separated by one comma")
         root, annotation = (base / part for part in parts)
         if annotation.suffix.lower() in PICKLE_SUFFIXES:
-            raise InputError(
-                f"{where}: {parts[1]} is a pickle file, which is not supported (loading pickle can run arbitrary "
-                "code) — convert it to a JSON list of records, e.g. json.dump(pickle.load(f), out)"
-            )
+            raise InputError(f"{where}: {parts[1]} is a pickle file, which is not supported (loading pickle can run "
+                             "arbitrary code) — convert it to a JSON list of records, e.g. "
+                             "json.dump(pickle.load(f), out)")
         if not annotation.is_file():
             raise InputError(f"{where}: annotation file {annotation} not found — check the path (relative paths "
                              f"resolve against {base})")
@@ -154,16 +151,13 @@ def read_annotation(annotation: Path, where: str) -> list[Any]:
         with open(annotation, encoding="utf-8") as f:
             records = json.load(f)
     except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{where}: {annotation}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}) — fix the annotation file"
-        ) from None
+        raise InputError(f"{where}: {annotation}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}) — fix the "
+                         "annotation file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{where}: cannot read {annotation} ({exc}) — save it as UTF-8 JSON") from None
     if not isinstance(records, list):
-        raise InputError(
-            f"{where}: {annotation} holds a JSON {type(records).__name__}, not a list — write a list of records "
-            '[{"path": ..., "cap": ..., "resolution": {...}}, ...]'
-        )
+        raise InputError(f"{where}: {annotation} holds a JSON {type(records).__name__}, not a list — write a list of "
+                         'records [{"path": ..., "cap": ..., "resolution": {...}}, ...]')
     return records
 
 

@@ -43,10 +43,8 @@ class BucketBatchSampler:
     def __init__(self, bucket_keys: Sequence[Hashable], batch_size: int, num_replicas: int = 1, rank: int = 0,
                  seed: int = 0) -> None:
         if batch_size < 1 or num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(
-                f"need batch_size >= 1, num_replicas >= 1 and 0 <= rank < num_replicas, "
-                f"got {batch_size}, {num_replicas}, {rank}"
-            )
+            raise ValueError(f"need batch_size >= 1, num_replicas >= 1 and 0 <= rank < num_replicas, got "
+                             f"{batch_size}, {num_replicas}, {rank}")
         self.batch_size, self.num_replicas, self.rank, self.seed = batch_size, num_replicas, rank, seed
         self.global_batch_size = batch_size * num_replicas
 
@@ -60,11 +58,9 @@ class BucketBatchSampler:
         self.batches_per_epoch = sum(len(m) // self.global_batch_size for m in self.buckets.values())
         if self.batches_per_epoch == 0:
             sizes = ", ".join(f"{_key_name(k)}: {len(m)}" for k, m in self.buckets.items()) or "no samples at all"
-            raise InputError(
-                f"no bucket can fill one global batch of {self.global_batch_size} samples "
-                f"(batch size {batch_size} x {num_replicas} processes); bucket sizes: {sizes} — "
-                "lower the batch size or add data of the same size"
-            )
+            raise InputError(f"no bucket can fill one global batch of {self.global_batch_size} samples (batch size "
+                             f"{batch_size} x {num_replicas} processes); bucket sizes: {sizes} — lower the batch size "
+                             "or add data of the same size")
         self.samples_per_epoch = self.batches_per_epoch * self.global_batch_size  # over all ranks
         self._position = (0, 0)
         self._plan: tuple[int, list[list[int]]] | None = None

@@ -208,10 +208,9 @@ class VideoTextDataset(torch.utils.data.Dataset):
                 replaced.append(DataProblem(record.path, "decode failed", detail=reason))
                 continue
             return {**self._make_item(record, frames, generator), "replaced": replaced}
-        raise InputError(
-            f"{len(replaced)} records of bucket {'x'.join(map(str, self.bucket_keys[index]))} in a row failed to "
-            f"load, the first {replaced[0].path} ({replaced[0].detail}) — check the media files of this dataset"
-        )
+        raise InputError(f"{len(replaced)} records of bucket {'x'.join(map(str, self.bucket_keys[index]))} in a row "
+                         f"failed to load, the first {replaced[0].path} ({replaced[0].detail}) — check the media "
+                         "files of this dataset")
 
     def _decode(self, record: Record, indices: list[int]) -> torch.Tensor:
         """The chosen frames as (T, 3, H, W) uint8, cropped to the record's `crop`."""

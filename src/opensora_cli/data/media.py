@@ -57,11 +57,8 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image as RGB uint8 (H, W, 3), upright (EXIF orientation applied), each mode scaled by its real range.
-
-    Raises:
-        ValueError: the pixels have no range we can map to 8 bits (see `_to_rgb`), with the range found.
-    """
+    """An image as RGB uint8 (H, W, 3), upright (EXIF orientation applied), each mode scaled by its real range;
+    ValueError, with the range found, when the pixels have no range we can map to 8 bits (see `_to_rgb`)."""
     return _decode_image(path, pixels=True)[0]
 
 
@@ -153,11 +150,8 @@ def _from_16_bit(values: np.ndarray) -> np.ndarray:
 
 
 def open_video(path: str | os.PathLike):
-    """A decord VideoReader on one CPU thread: `len(reader)` frames, `reader.get_batch(indices)` (T, H, W, 3) uint8.
-
-    Raises:
-        ValueError: decord cannot open the file (one clean line, nothing on stderr).
-    """
+    """A decord VideoReader on one CPU thread: `len(reader)` frames, `reader.get_batch(indices)` (T, H, W, 3) uint8;
+    ValueError (one clean line, nothing on stderr) when decord cannot open the file."""
     decord = _decord()
     with _decord_errors(path):
         return decord.VideoReader(os.fspath(path), ctx=decord.cpu(0), num_threads=1)

@@ -211,14 +211,8 @@ def make_dataset(out_dir: str | os.PathLike, clips: int = 2000, images: int = 20
 
     started = time.perf_counter()
     out = Path(out_dir)
-    total, done = clips + images + heldout, 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
+    total = clips + images + heldout
+    report = progress or (lambda done, total: None)
     records = []
     rng = np.random.default_rng([seed, 0])
     for index in range(clips):
@@ -227,20 +221,20 @@ def make_dataset(out_dir: str | os.PathLike, clips: int = 2000, images: int = 20
         write_video(out / name, video, FPS, crf=DATASET_CRF)
         records.append({"path": name, "cap": meta["caption"], "resolution": {"height": height, "width": width},
                         "num_frames": frames, "fps": FPS})
-        tick()
+        report(len(records), total)
     rng = np.random.default_rng([seed, 1])
     for index in range(images):
         image, meta = generate_image(rng, height, width)
         name = f"images/{index:05d}.png"
         write_image(out / name, image)
         records.append({"path": name, "cap": meta["caption"], "resolution": {"height": height, "width": width}})
-        tick()
+        report(len(records), total)
     _write_json(out / "annotation.json", records)
     _write_lines(out / "data.txt", [".,annotation.json"])
 
     rng = np.random.default_rng([seed, 2])
     directions = list(DIRECTIONS)
-    entries, prompts, conds, transitions = [], [], [], []
+    entries = []
     for index in range(heldout):
         video, meta = generate_clip(rng, frames, height, width, direction=directions[index % len(directions)])
         first, last, clip = f"{index:05d}_first.png", f"{index:05d}_last.png", f"{index:05d}.mp4"
@@ -249,13 +243,10 @@ def make_dataset(out_dir: str | os.PathLike, clips: int = 2000, images: int = 20
         write_video(out / "eval" / clip, video, FPS, crf=DATASET_CRF)
         entries.append({"line": index + 1, **meta, "first": first, "last": last, "video": clip, "frames": frames,
                         "height": height, "width": width})
-        prompts.append(meta["caption"])
-        conds.append(first)
-        transitions.append(f"{first},{last}")
-        tick()
-    _write_lines(out / "eval" / "prompts.txt", prompts)
-    _write_lines(out / "eval" / "conds.txt", conds)
-    _write_lines(out / "eval" / "transition_conds.txt", transitions)
+        report(len(records) + len(entries), total)
+    _write_lines(out / "eval" / "prompts.txt", [entry["caption"] for entry in entries])
+    _write_lines(out / "eval" / "conds.txt", [entry["first"] for entry in entries])
+    _write_lines(out / "eval" / "transition_conds.txt", [f"{entry['first']},{entry['last']}" for entry in entries])
     _write_json(out / "eval" / "metadata.json", entries)
     return {"out_dir": str(out), "clips": clips, "images": images, "heldout": heldout, "frames": frames,
             "height": height, "width": width, "seed": seed, "data_file": str(out / "data.txt"),

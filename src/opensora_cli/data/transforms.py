@@ -103,5 +103,5 @@ def load_condition_frames(paths: Sequence[str], kind: str, num_frames: int) -> l
     else:
         raise ValueError(f"kind must be 'image' or 'video', got {kind!r}")
     # Pillow's arrays are read-only, which torch.from_numpy warns about: copy those (and only those).
-    arrays = [np.require(array, requirements=["C", "W"]) for array in arrays]
-    return [torch.from_numpy(array).permute(0, 3, 1, 2).contiguous() for array in arrays]
+    return [torch.from_numpy(np.require(array, requirements=["C", "W"])).permute(0, 3, 1, 2).contiguous()
+            for array in arrays]

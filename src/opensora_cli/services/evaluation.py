@@ -221,11 +221,9 @@ def score_video(entry: dict[str, Any], eval_dir: Path, frames: np.ndarray, mode:
 
     first = read_image(eval_dir / entry["first"])
     if frames.shape[1:] != first.shape:
-        raise InputError(
-            f"line {entry['line']}: generated frames are {frames.shape[1]}x{frames.shape[2]}, the eval set's "
-            f"{first.shape[0]}x{first.shape[1]} — sample with --crop-for-hw --height {first.shape[0]} "
-            f"--width {first.shape[1]}"
-        )
+        raise InputError(f"line {entry['line']}: generated frames are {frames.shape[1]}x{frames.shape[2]}, the eval "
+                         f"set's {first.shape[0]}x{first.shape[1]} — sample with --crop-for-hw --height "
+                         f"{first.shape[0]} --width {first.shape[1]}")
     kept = [psnr(frames[0], first)]
     centroids = track_shape(frames, entry["rgb"])
     end_error = None
@@ -259,10 +257,8 @@ def evaluate(entries: list[dict[str, Any]], eval_dir: str | Path, outputs_dir: s
         line = sidecar["line"]
         entry = entries[line - 1] if isinstance(line, int) and 1 <= line <= len(entries) else None
         if entry is None or sidecar.get("prompt", entry["caption"]) != entry["caption"]:
-            raise InputError(
-                f"{video}: line {line} ({sidecar.get('prompt')!r}) is not line {line} of {eval_dir / 'prompts.txt'} "
-                "— sample with that prompts file"
-            )
+            raise InputError(f"{video}: line {line} ({sidecar.get('prompt')!r}) is not line {line} of "
+                             f"{eval_dir / 'prompts.txt'} — sample with that prompts file")
         frames = read_frames(video, int(sidecar.get("num_frames", entry["frames"])))
         scores = score_video(entry, eval_dir, frames, mode)
         report.scores.append(VideoScore(line=line, video=video.name, seconds=sidecar.get("seconds"),

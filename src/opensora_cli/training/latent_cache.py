@@ -37,9 +37,7 @@ class LatentCache:
     def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], max_bytes: int):
         self.encode = encode
         self.max_bytes = max_bytes
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
+        self.bytes = self.hits = self.misses = 0
         self._entries: OrderedDict[bytes, torch.Tensor] = OrderedDict()
 
     def __len__(self) -> int:
