@@ -151,8 +151,9 @@ def read_annotation(annotation: Path, where: str) -> list[Any]:
         with open(annotation, encoding="utf-8") as f:
             records = json.load(f)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: {annotation}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}) — fix the "
-                         "annotation file") from None
+        raise InputError(
+            f"{where}: {annotation}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}) — fix the annotation file"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{where}: cannot read {annotation} ({exc}) — save it as UTF-8 JSON") from None
     if not isinstance(records, list):
