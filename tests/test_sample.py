@@ -151,6 +151,7 @@ def test_a_refusal_with_json_is_the_validation_report_on_stdout(cli, inputs, mod
     assert result.code == 1 and report["ok"] is False
     assert report["problems"][0]["file"] == "--dtype"
     assert report["problems"][0]["message"].startswith("'fp64' is not a dtype")  # the value named once
+    assert "no model was loaded" in result.err
 
 
 def test_without_model_and_without_a_bundled_model_the_refusal_names_model(cli, inputs, monkeypatch):

@@ -52,8 +52,7 @@ class _ProgressBar:
     """A transient rich bar on stderr, started by the first update (so errors come before any bar) and only on a
     terminal (pipes and logs get the summary line alone)."""
 
-    def __init__(self) -> None:
-        self.progress = None
+    progress = None  # before the first update; then a started rich Progress, or False off a terminal
 
     def update(self, done: int, total: int) -> None:
         if self.progress is None:
@@ -62,13 +61,11 @@ class _ProgressBar:
             from opensora_cli.cli.common import console
 
             out = console(stderr=True)
-            if not out.is_terminal:
-                self.progress = False
-                return
-            self.progress = Progress(TextColumn("writing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     console=out, transient=True)
-            self.task = self.progress.add_task("", total=total)
-            self.progress.start()
+            self.progress = out.is_terminal and Progress(TextColumn("writing"), BarColumn(), MofNCompleteColumn(),
+                                                         TimeRemainingColumn(), console=out, transient=True)
+            if self.progress:
+                self.task = self.progress.add_task("", total=total)
+                self.progress.start()
         if self.progress:
             self.progress.update(self.task, completed=done, total=total)
 

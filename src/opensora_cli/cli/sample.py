@@ -97,14 +97,16 @@ def sample_command(
         else:
             plan = sampling.plan(options)
     except ValidationFailed as exc:
-        if is_main and json_output:  # the same report as `validate-inputs --json`: stdout stays JSON
-            print(exc.report.model_dump_json(indent=None))
-        elif is_main:
+        if is_main:
             from opensora_cli.cli.render import print_problems
 
-            out, problems = console(), exc.report.problems
-            print_problems(problems, out, "problem", "red")
-            out.print(f"[red]{len(problems)} problem(s)[/red]; no model was loaded and nothing was written.")
+            problems = exc.report.problems
+            if json_output:  # stdout holds the same report as `validate-inputs --json`; people read stderr
+                print(exc.report.model_dump_json(indent=None))
+            else:
+                print_problems(problems, console(), "problem", "red")
+            console(stderr=json_output).print(f"[red]{len(problems)} problem(s)[/red]; no model was loaded and "
+                                              "nothing was written.")
         raise typer.Exit(1) from None
     if nproc > 1 and not child:
         raise typer.Exit(_launch_with_plan(plan, nproc))

@@ -36,29 +36,20 @@ from opensora_cli.schemas.resolution import MAX_ASPECT, MIN_ASPECT, max_hxw_resi
 # The VAE compresses 1 + 4k frames to 1 + k latents; the reference trained on clips of 29..93 frames.
 VAE_STRIDE_T = 4
 MIN_VIDEO_FRAMES = 29
-# A video more than this many times longer than the span one sample needs is dropped, as the reference's
-# filter does.
+# Videos longer than this many times the span one sample needs are dropped, as the reference's filter does.
 TOO_LONG_FACTOR = 5
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 
 
 @dataclass(frozen=True)
 class DataProblem:
-    """Why one record was skipped or replaced.
+    """Why one record was skipped or replaced."""
 
-    Args:
-        path: the media path (ROOT joined with the record's path), or "" when the record has none.
-        reason: a short category ("too short", "missing caption", "decode failed"...); `summary()` counts by it.
-        line: 1-based position of the record in its annotation list (JSON gives records no reliable line), or None.
-        detail: the values found and how to fix them.
-        source: the annotation file the record came from.
-    """
-
-    path: str
-    reason: str
-    line: int | None = None
-    detail: str = ""
-    source: str = ""
+    path: str  # the media path (ROOT joined with the record's path), or "" when the record has none
+    reason: str  # a short category ("too short", "missing caption", "decode failed"...); `summary()` counts by it
+    line: int | None = None  # 1-based position in its annotation list (JSON gives records no reliable line)
+    detail: str = ""  # the values found and how to fix them
+    source: str = ""  # the annotation file the record came from
 
     def render(self) -> str:
         where = f"{self.source} record {self.line}: " if self.source and self.line is not None else ""
@@ -115,17 +106,10 @@ class RecordRules:
 
 
 def load_data_description(data_file: str | os.PathLike) -> list[tuple[Path, Path, int]]:
-    """Parse a data description file: one "ROOT,ANNOTATION.json" per non-empty line.
+    """(video_root, annotation, line_no) per non-empty "ROOT,ANNOTATION.json" line of a data description file.
 
-    Relative paths resolve against the data file's folder. Annotations are JSON lists of records; pickle is
-    refused (unpickling a file can run arbitrary code).
-
-    Returns:
-        (video_root, annotation, line_no) per line, line_no 1-based.
-
-    Raises:
-        InputError: "FILE:LINE: what — how to fix" for a missing data file, a malformed line, a missing root or
-            annotation, or a pickle annotation.
+    Relative paths resolve against the data file's folder; line_no is 1-based. Pickle annotations are refused
+    (unpickling a file can run arbitrary code). Raises InputError "FILE:LINE: what — how to fix".
     """
     data_file = Path(data_file)
     try:
@@ -142,16 +126,13 @@ def load_data_description(data_file: str | os.PathLike) -> list[tuple[Path, Path
         where = f"{data_file}:{line_no}"
         parts = [part.strip() for part in line.split(",")]
         if len(parts) != 2 or not all(parts):
-            raise InputError(
-                f"{where}: expected 'ROOT,ANNOTATION.json', got {line.strip()!r} — write the media folder and the "
-                "annotation file separated by one comma"
-            )
+            raise InputError(f"{where}: expected 'ROOT,ANNOTATION.json', got {line.strip()!r} — write the media "
+                             "folder and the annotation file separated by one comma")
         root, annotation = (base / part for part in parts)
         if annotation.suffix.lower() in PICKLE_SUFFIXES:
-            raise InputError(
-                f"{where}: {parts[1]} is a pickle file, which is not supported (loading pickle can run arbitrary "
-                "code) — convert it to a JSON list of records, e.g. json.dump(pickle.load(f), out)"
-            )
+            raise InputError(f"{where}: {parts[1]} is a pickle file, which is not supported (loading pickle can run "
+                             "arbitrary code) — convert it to a JSON list of records, e.g. "
+                             "json.dump(pickle.load(f), out)")
         if not annotation.is_file():
             raise InputError(f"{where}: annotation file {annotation} not found — check the path (relative paths "
                              f"resolve against {base})")
@@ -176,10 +157,8 @@ def read_annotation(annotation: Path, where: str) -> list[Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{where}: cannot read {annotation} ({exc}) — save it as UTF-8 JSON") from None
     if not isinstance(records, list):
-        raise InputError(
-            f"{where}: {annotation} holds a JSON {type(records).__name__}, not a list — write a list of records "
-            '[{"path": ..., "cap": ..., "resolution": {...}}, ...]'
-        )
+        raise InputError(f"{where}: {annotation} holds a JSON {type(records).__name__}, not a list — write a list of "
+                         'records [{"path": ..., "cap": ..., "resolution": {...}}, ...]')
     return records
 
 
@@ -207,11 +186,8 @@ def check_record(raw: Any, root: str | os.PathLike, rules: RecordRules, line: in
                  ) -> Record | DataProblem:
     """One annotation record as a `Record`, or the `DataProblem` that says why it cannot be used. Reads no media.
 
-    Args:
-        raw: the record as parsed from JSON.
-        root: the folder its path is relative to.
-        rules: the training options it must fit.
-        line, source: its position in its annotation file (1-based) and that file, for the problem.
+    `raw` (as parsed from JSON) is record `line` (1-based) of the annotation file `source`; its path is relative
+    to `root`, and it must fit the training options `rules`.
     """
     rel = raw.get("path") if isinstance(raw, dict) else None
     path = os.path.join(root, rel) if isinstance(rel, str) and rel else ""
@@ -219,28 +195,22 @@ def check_record(raw: Any, root: str | os.PathLike, rules: RecordRules, line: in
     def problem(reason: str, detail: str) -> DataProblem:
         return DataProblem(path, reason, line, detail, os.fspath(source))
 
-    try:
+    try:  # the first error of either model is the record's problem
         fields = AnnotationRecord.model_validate(raw)
-    except ValidationError as exc:
-        return problem(exc.errors()[0]["type"], exc.errors()[0]["msg"])
-
-    # Size, as the reference's area mode: shrink to max_hxw, centre-crop to the stride, then filter.
-    height, width = fields.size
-    resize_h, resize_w = max_hxw_resize(height, width, rules.max_hxw)
-    _, _, bucket_h, bucket_w = stride_crop_box(resize_h, resize_w, rules.hw_stride)
-    if bucket_h < 1 or bucket_w < 1 or bucket_h * bucket_w < rules.min_hxw:
-        return problem("too small", f"{height}x{width} becomes {bucket_h}x{bucket_w}, below the minimum area "
-                                    f"{rules.min_hxw}")
-    if not MIN_ASPECT <= bucket_h / bucket_w <= MAX_ASPECT:
-        return problem("bad aspect", f"{bucket_h}x{bucket_w}: height/width must lie in [1/2, 2]")
-    sizes = dict(height=bucket_h, width=bucket_w, resize_height=resize_h, resize_width=resize_w,
-                 source_height=height, source_width=width, crop=fields.crop)
-    kind = fields.kind
-    if kind == "image":
-        return Record(path, kind, fields.cap, num_frames=1, **sizes)
-
-    # Frames: sampled at train_fps from the cut's start.
-    try:
+        # Size, as the reference's area mode: shrink to max_hxw, centre-crop to the stride, then filter.
+        height, width = fields.size
+        resize_h, resize_w = max_hxw_resize(height, width, rules.max_hxw)
+        _, _, bucket_h, bucket_w = stride_crop_box(resize_h, resize_w, rules.hw_stride)
+        if bucket_h < 1 or bucket_w < 1 or bucket_h * bucket_w < rules.min_hxw:
+            return problem("too small", f"{height}x{width} becomes {bucket_h}x{bucket_w}, below the minimum area "
+                                        f"{rules.min_hxw}")
+        if not MIN_ASPECT <= bucket_h / bucket_w <= MAX_ASPECT:
+            return problem("bad aspect", f"{bucket_h}x{bucket_w}: height/width must lie in [1/2, 2]")
+        sizes = dict(height=bucket_h, width=bucket_w, resize_height=resize_h, resize_width=resize_w,
+                     source_height=height, source_width=width, crop=fields.crop)
+        if fields.kind == "image":
+            return Record(path, "image", fields.cap, num_frames=1, **sizes)
+        # Frames: sampled at train_fps from the cut's start.
         timing = VideoTiming.model_validate(raw)
     except ValidationError as exc:
         return problem(exc.errors()[0]["type"], exc.errors()[0]["msg"])
@@ -257,5 +227,5 @@ def check_record(raw: Any, root: str | os.PathLike, rules: RecordRules, line: in
     if length == 0:
         return problem("too short", f"{frames} frames at {fps:g} fps give {candidates} at {rules.train_fps:g} fps; "
                                     f"need at least {min(MIN_VIDEO_FRAMES, rules.num_frames)}")
-    return Record(path, kind, fields.cap, num_frames=length, start=timing.start, interval=interval,
+    return Record(path, "video", fields.cap, num_frames=length, start=timing.start, interval=interval,
                   source_candidates=source_candidates, candidates=candidates, **sizes)

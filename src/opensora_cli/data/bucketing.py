@@ -40,23 +40,12 @@ class BucketBatchSampler:
         InputError: no bucket holds a full global batch (nothing to train on).
     """
 
-    def __init__(
-        self,
-        bucket_keys: Sequence[Hashable],
-        batch_size: int,
-        num_replicas: int = 1,
-        rank: int = 0,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, bucket_keys: Sequence[Hashable], batch_size: int, num_replicas: int = 1, rank: int = 0,
+                 seed: int = 0) -> None:
         if batch_size < 1 or num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(
-                f"need batch_size >= 1, num_replicas >= 1 and 0 <= rank < num_replicas, "
-                f"got {batch_size}, {num_replicas}, {rank}"
-            )
-        self.batch_size = batch_size
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.seed = seed
+            raise ValueError(f"need batch_size >= 1, num_replicas >= 1 and 0 <= rank < num_replicas, got "
+                             f"{batch_size}, {num_replicas}, {rank}")
+        self.batch_size, self.num_replicas, self.rank, self.seed = batch_size, num_replicas, rank, seed
         self.global_batch_size = batch_size * num_replicas
 
         # Buckets in order of first appearance: deterministic for a given key list, whatever the key type.
@@ -69,11 +58,9 @@ class BucketBatchSampler:
         self.batches_per_epoch = sum(len(m) // self.global_batch_size for m in self.buckets.values())
         if self.batches_per_epoch == 0:
             sizes = ", ".join(f"{_key_name(k)}: {len(m)}" for k, m in self.buckets.items()) or "no samples at all"
-            raise InputError(
-                f"no bucket can fill one global batch of {self.global_batch_size} samples "
-                f"(batch size {batch_size} x {num_replicas} processes); bucket sizes: {sizes} — "
-                "lower the batch size or add data of the same size"
-            )
+            raise InputError(f"no bucket can fill one global batch of {self.global_batch_size} samples (batch size "
+                             f"{batch_size} x {num_replicas} processes); bucket sizes: {sizes} — lower the batch size "
+                             "or add data of the same size")
         self.samples_per_epoch = self.batches_per_epoch * self.global_batch_size  # over all ranks
         self._position = (0, 0)
         self._plan: tuple[int, list[list[int]]] | None = None
@@ -83,14 +70,11 @@ class BucketBatchSampler:
         if self._plan is not None and self._plan[0] == epoch:
             return self._plan[1]
         generator = torch.Generator().manual_seed(stable_seed("buckets", self.seed, epoch))
-        batches = []
+        size, batches = self.global_batch_size, []
         for members in self.buckets.values():
             order = torch.randperm(len(members), generator=generator).tolist()
-            usable = len(order) // self.global_batch_size * self.global_batch_size
-            batches += [
-                [members[i] for i in order[start : start + self.global_batch_size]]
-                for start in range(0, usable, self.global_batch_size)
-            ]
+            usable = len(order) // size * size  # a tail short of one global batch sits out this epoch
+            batches += [[members[i] for i in order[start : start + size]] for start in range(0, usable, size)]
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         self._plan = (epoch, batches)
         return batches

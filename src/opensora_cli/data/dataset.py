@@ -100,10 +100,11 @@ class VideoTextDataset(torch.utils.data.Dataset):
         num_frames: longest clip, 1 + 4k (videos get the longest 1 + 4k their frames allow, at least
             min(29, num_frames)).
         max_hxw: largest area; bigger media are shrunk (aspect kept).
-        min_hxw: smallest area after the resize and stride crop; smaller records are skipped.
+        min_hxw: smallest area after the resize and stride crop, smaller records are skipped (default: the bottom of
+            the released model's trained area range).
         hw_stride: height and width are centre-cropped to multiples of this.
         train_fps: frames are sampled at this rate (every fps / train_fps source frames).
-        mask_config: mask-type weights for videos and images, and the kept-share bounds.
+        mask_config: mask-type weights for videos and images, and the kept-share bounds (frozen: one default serves).
         cfg: probability of replacing the caption (text dropout); default_text_ratio: share of those replaced by
             the default sentence instead of "".
         seed: fixes every item's randomness together with (epoch, index).
@@ -115,21 +116,10 @@ class VideoTextDataset(torch.utils.data.Dataset):
         problems: a `DataProblem` per skipped record.
     """
 
-    def __init__(
-        self,
-        data_file: str | os.PathLike,
-        num_frames: int = 93,
-        max_hxw: int = MAX_MAX_HXW,
-        min_hxw: int = MIN_MAX_HXW,  # the bottom of the released model's trained area range
-        hw_stride: int = ARBITRARY_HW_STRIDE,
-        train_fps: float = 18.0,
-        mask_config: MaskConfig = MaskConfig(),  # frozen, so one shared default is safe
-        cfg: float = 0.1,
-        default_text_ratio: float = 0.5,
-        seed: int = 0,
-        bad_data: str = "skip",
-        speed_factor: float = 1.0,
-    ) -> None:
+    def __init__(self, data_file: str | os.PathLike, num_frames: int = 93, max_hxw: int = MAX_MAX_HXW,
+                 min_hxw: int = MIN_MAX_HXW, hw_stride: int = ARBITRARY_HW_STRIDE, train_fps: float = 18.0,
+                 mask_config: MaskConfig = MaskConfig(), cfg: float = 0.1, default_text_ratio: float = 0.5,
+                 seed: int = 0, bad_data: str = "skip", speed_factor: float = 1.0) -> None:
         bad = []
         if num_frames < 1 or (num_frames - 1) % VAE_STRIDE_T:
             bad.append(f"num_frames must be 1 + 4k (e.g. 29, 93), got {num_frames}")
@@ -144,16 +134,11 @@ class VideoTextDataset(torch.utils.data.Dataset):
         if bad:
             raise InputError("; ".join(bad))
         self.rules = RecordRules(num_frames, max_hxw, min_hxw, hw_stride, float(train_fps), float(speed_factor))
-        self.mask_config = mask_config
-        self.cfg, self.default_text_ratio = cfg, default_text_ratio
-        self.seed = seed
-        self.bad_data = bad_data
-        self.video_masks = MaskProcessor(
-            self.mask_config.min_clear_ratio, self.mask_config.max_clear_ratio, self.mask_config.video_ratios()
-        )
-        self.image_masks = MaskProcessor(
-            self.mask_config.min_clear_ratio, self.mask_config.max_clear_ratio, self.mask_config.image_ratios()
-        )
+        self.mask_config, self.cfg, self.default_text_ratio = mask_config, cfg, default_text_ratio
+        self.seed, self.bad_data = seed, bad_data
+        clear = (mask_config.min_clear_ratio, mask_config.max_clear_ratio)
+        self.video_masks = MaskProcessor(*clear, mask_config.video_ratios())
+        self.image_masks = MaskProcessor(*clear, mask_config.image_ratios())
 
         self.records: list[Record] = []
         self.problems: list[DataProblem] = []
@@ -217,19 +202,15 @@ class VideoTextDataset(torch.utils.data.Dataset):
                 frames = self._decode(record, indices)
             except Exception as exc:  # any decoder failure is a property of the file: report it, use another
                 reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                problem = DataProblem(record.path, "decode failed", detail=reason)
                 if self.bad_data == "error":
                     raise InputError(f"{record.path}: decode failed ({reason}) — fix or remove the file "
                                      "(--bad-data skip replaces it)")
-                replaced.append(problem)
+                replaced.append(DataProblem(record.path, "decode failed", detail=reason))
                 continue
-            item = self._make_item(record, frames, generator)
-            item["replaced"] = replaced
-            return item
-        raise InputError(
-            f"{len(replaced)} records of bucket {'x'.join(map(str, self.bucket_keys[index]))} in a row failed to "
-            f"load, the first {replaced[0].path} ({replaced[0].detail}) — check the media files of this dataset"
-        )
+            return {**self._make_item(record, frames, generator), "replaced": replaced}
+        raise InputError(f"{len(replaced)} records of bucket {'x'.join(map(str, self.bucket_keys[index]))} in a row "
+                         f"failed to load, the first {replaced[0].path} ({replaced[0].detail}) — check the media "
+                         "files of this dataset")
 
     def _decode(self, record: Record, indices: list[int]) -> torch.Tensor:
         """The chosen frames as (T, 3, H, W) uint8, cropped to the record's `crop`."""
@@ -309,13 +290,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     errors = [s["error"] for s in samples if "error" in s]
     if errors:
         return {"error": errors[0]}
-    return {
-        "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
-        "masked_pixel_values": torch.stack([s["masked_pixel_values"] for s in samples]),
-        "mask": torch.stack([s["mask"] for s in samples]),
-        "caption": [s["caption"] for s in samples],
-        "mask_type": [s["mask_type"] for s in samples],
-        "path": [s["path"] for s in samples],
-        "replaced": [problem for s in samples for problem in s["replaced"]],
-    }
+    batch = {key: torch.stack([s[key] for s in samples]) for key in ("pixel_values", "masked_pixel_values", "mask")}
+    batch.update({key: [s[key] for s in samples] for key in ("caption", "mask_type", "path")})
+    return {**batch, "replaced": [problem for s in samples for problem in s["replaced"]]}
 

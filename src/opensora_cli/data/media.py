@@ -20,26 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-# The extension sets are imported from here too (services.validation).
-from opensora_cli.schemas.data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_kind  # noqa: F401
+from opensora_cli.schemas.data import media_kind
 
 
 @dataclass(frozen=True)
 class MediaInfo:
-    """What probing a file found.
-
-    `error` is set (and the rest zero) when the file does not decode. `warnings` says what reading it drops
-    (each `what is dropped — how to avoid it`); the file is still usable. `height` and `width` are the displayed
-    size, after the EXIF orientation is applied.
-    """
+    """What probing a file found. `height` and `width` are the displayed size, after the EXIF orientation."""
 
     kind: str
     height: int = 0
     width: int = 0
     num_frames: int = 0
     fps: float = 0.0
-    error: str | None = None
-    warnings: tuple[str, ...] = ()
+    error: str | None = None  # set (and the rest zero) when the file does not decode
+    warnings: tuple[str, ...] = ()  # what reading drops, each `what is dropped — how to avoid it`; still usable
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:
@@ -47,7 +41,8 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     kind = media_kind(path)
     try:
         if kind == "image":
-            return _probe_image(path)
+            _, (height, width), warnings = _decode_image(path, pixels=False)
+            return MediaInfo(kind="image", height=height, width=width, num_frames=1, warnings=tuple(warnings))
         if kind == "video":
             return _probe_video(path)
     except Exception as exc:  # any decoder failure is a property of the file, reported to the user
@@ -62,17 +57,9 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image as RGB uint8 (H, W, 3), upright (EXIF orientation applied), each mode scaled by its real range.
-
-    Raises:
-        ValueError: the pixels have no range we can map to 8 bits (see `_to_rgb`), with the range found.
-    """
+    """An image as RGB uint8 (H, W, 3), upright (EXIF orientation applied), each mode scaled by its real range;
+    ValueError, with the range found, when the pixels have no range we can map to 8 bits (see `_to_rgb`)."""
     return _decode_image(path, pixels=True)[0]
-
-
-def _probe_image(path: str | os.PathLike) -> MediaInfo:
-    _, (height, width), warnings = _decode_image(path, pixels=False)
-    return MediaInfo(kind="image", height=height, width=width, num_frames=1, warnings=tuple(warnings))
 
 
 def _decode_image(path: str | os.PathLike, pixels: bool) -> tuple[np.ndarray | None, tuple[int, int], list[str]]:
@@ -163,11 +150,8 @@ def _from_16_bit(values: np.ndarray) -> np.ndarray:
 
 
 def open_video(path: str | os.PathLike):
-    """A decord VideoReader on one CPU thread: `len(reader)` frames, `reader.get_batch(indices)` (T, H, W, 3) uint8.
-
-    Raises:
-        ValueError: decord cannot open the file (one clean line, nothing on stderr).
-    """
+    """A decord VideoReader on one CPU thread: `len(reader)` frames, `reader.get_batch(indices)` (T, H, W, 3) uint8;
+    ValueError (one clean line, nothing on stderr) when decord cannot open the file."""
     decord = _decord()
     with _decord_errors(path):
         return decord.VideoReader(os.fspath(path), ctx=decord.cpu(0), num_threads=1)

@@ -68,8 +68,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> tuple[np.n
     angle = rng.uniform(0, np.pi)
     along = (x - width / 2) * np.cos(angle) + (y - height / 2) * np.sin(angle)
     if texture == "gradient":  # a linear ramp over the frame's extent along a random direction
-        extent = abs(width * np.cos(angle)) + abs(height * np.sin(angle))
-        field = 2 * along / extent
+        field = 2 * along / (abs(width * np.cos(angle)) + abs(height * np.sin(angle)))
     elif texture == "stripes":
         field = np.sin(2 * np.pi * along / rng.uniform(24, 40) + rng.uniform(0, 2 * np.pi))
     elif texture == "checks":
@@ -117,20 +116,13 @@ def _draw(background: np.ndarray, shape: str, rgb, cx: float, cy: float, size: f
     return np.clip(np.rint(frame), 0, 255).astype(np.uint8), (round(x, 3), round(y, 3))
 
 
-def _direction_phrase(rng: np.random.Generator, direction: str) -> str:
-    if direction in ("left", "right") and rng.random() < 0.5:
-        return f"to the {direction}"
-    return direction
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Clips and images
 # ------------------------------------------------------------------------------------------------------------
 
 
-def generate_clip(
-    rng: np.random.Generator, frames: int = 17, height: int = 64, width: int = 96, direction: str | None = None
-) -> tuple[np.ndarray, dict[str, Any]]:
+def generate_clip(rng: np.random.Generator, frames: int = 17, height: int = 64, width: int = 96,
+                  direction: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """One clip: a shape of random colour, kind and size moving at constant speed, fully inside every frame.
 
     Args:
@@ -139,9 +131,8 @@ def generate_clip(
         direction: force a direction ("left", "right", "up", "down"); random when None.
 
     Returns:
-        frames: (T, H, W, 3) uint8.
-        metadata: colour, rgb, shape, direction, velocity (dx, dy) px/frame, centroids [(x, y)] per frame
-            (column, row; coverage-weighted), size, background, texture, caption.
+        (T, H, W, 3) uint8 frames and the metadata: colour, rgb, shape, direction, velocity (dx, dy) px/frame,
+        centroids [(x, y)] per frame (column, row; coverage-weighted), size, background, texture, caption.
     """
     colour = str(rng.choice(list(COLOURS)))
     shape = str(rng.choice(SHAPES))
@@ -163,7 +154,8 @@ def generate_clip(
         y0 = rng.uniform(low, max(low, y_hi - travel)) + (travel if uy < 0 else 0.0)
         x0 = rng.uniform(low, x_hi)
     velocity = (speed * ux, speed * uy)
-    caption = f"a {colour} {shape} moves {_direction_phrase(rng, direction)}"
+    phrase = f"to the {direction}" if direction in ("left", "right") and rng.random() < 0.5 else direction
+    caption = f"a {colour} {shape} moves {phrase}"
     if rng.random() < 0.5:
         caption += f" on a {description}"
     out = np.empty((frames, height, width, 3), np.uint8)
@@ -171,19 +163,9 @@ def generate_clip(
     for t in range(frames):
         out[t], centroid = _draw(background, shape, COLOURS[colour], x0 + velocity[0] * t, y0 + velocity[1] * t, size)
         centroids.append(centroid)
-    metadata = {
-        "colour": colour,
-        "rgb": list(COLOURS[colour]),
-        "shape": shape,
-        "direction": direction,
-        "velocity": [round(velocity[0], 4), round(velocity[1], 4)],
-        "centroids": [list(c) for c in centroids],
-        "size": round(size, 3),
-        "background": description,
-        "texture": texture,
-        "caption": caption,
-    }
-    return out, metadata
+    return out, {"colour": colour, "rgb": list(COLOURS[colour]), "shape": shape, "direction": direction,
+                 "velocity": [round(velocity[0], 4), round(velocity[1], 4)], "centroids": [list(c) for c in centroids],
+                 "size": round(size, 3), "background": description, "texture": texture, "caption": caption}
 
 
 def generate_image(rng: np.random.Generator, height: int = 64, width: int = 96) -> tuple[np.ndarray, dict[str, Any]]:
@@ -211,45 +193,26 @@ def _write_lines(path: Path, lines: list[str]) -> None:
         tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def make_dataset(
-    out_dir: str | os.PathLike,
-    clips: int = 2000,
-    images: int = 200,
-    frames: int = 17,
-    height: int = 64,
-    width: int = 96,
-    seed: int = 0,
-    heldout: int = 48,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Write a training set and a held-out evaluation set of the domain into `out_dir`.
+def make_dataset(out_dir: str | os.PathLike, clips: int = 2000, images: int = 200, frames: int = 17, height: int = 64,
+                 width: int = 96, seed: int = 0, heldout: int = 48,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write a training set and a held-out evaluation set of the domain into `out_dir`; return the counts, paths
+    and seconds taken. `progress` is called with (items written, items in all) after every clip and image.
 
     Layout: `videos/NNNNN.mp4`, `images/NNNNN.png`, `annotation.json` (training records), `data.txt`
     (".,annotation.json": the root is the data file's own folder, so the folder can be moved), and `eval/`:
     `NNNNN_first.png`, `NNNNN_last.png`, `NNNNN.mp4` (the whole clip: a reference and a continuation input),
-    `prompts.txt`, `conds.txt` (i2v), `transition_conds.txt`,
-    `metadata.json` (one entry per line). Training clips, images and held-out clips draw from independent
-    streams of `seed`, so changing one count leaves the others' content unchanged; held-out directions cycle
-    left, right, up, down so every direction is evaluated equally.
-
-    Args:
-        progress: called with (items written, items in all) after every clip and image.
-
-    Returns:
-        counts, paths and seconds taken.
+    `prompts.txt`, `conds.txt` (i2v), `transition_conds.txt`, `metadata.json` (one entry per line). Training
+    clips, images and held-out clips draw from independent streams of `seed`, so changing one count leaves the
+    others' content unchanged; held-out directions cycle left, right, up, down so every direction is evaluated
+    equally.
     """
     import time
 
     started = time.perf_counter()
     out = Path(out_dir)
-    total, done = clips + images + heldout, 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
+    total = clips + images + heldout
+    report = progress or (lambda done, total: None)
     records = []
     rng = np.random.default_rng([seed, 0])
     for index in range(clips):
@@ -258,20 +221,20 @@ def make_dataset(
         write_video(out / name, video, FPS, crf=DATASET_CRF)
         records.append({"path": name, "cap": meta["caption"], "resolution": {"height": height, "width": width},
                         "num_frames": frames, "fps": FPS})
-        tick()
+        report(len(records), total)
     rng = np.random.default_rng([seed, 1])
     for index in range(images):
         image, meta = generate_image(rng, height, width)
         name = f"images/{index:05d}.png"
         write_image(out / name, image)
         records.append({"path": name, "cap": meta["caption"], "resolution": {"height": height, "width": width}})
-        tick()
+        report(len(records), total)
     _write_json(out / "annotation.json", records)
     _write_lines(out / "data.txt", [".,annotation.json"])
 
     rng = np.random.default_rng([seed, 2])
     directions = list(DIRECTIONS)
-    entries, prompts, conds, transitions = [], [], [], []
+    entries = []
     for index in range(heldout):
         video, meta = generate_clip(rng, frames, height, width, direction=directions[index % len(directions)])
         first, last, clip = f"{index:05d}_first.png", f"{index:05d}_last.png", f"{index:05d}.mp4"
@@ -280,36 +243,20 @@ def make_dataset(
         write_video(out / "eval" / clip, video, FPS, crf=DATASET_CRF)
         entries.append({"line": index + 1, **meta, "first": first, "last": last, "video": clip, "frames": frames,
                         "height": height, "width": width})
-        prompts.append(meta["caption"])
-        conds.append(first)
-        transitions.append(f"{first},{last}")
-        tick()
-    _write_lines(out / "eval" / "prompts.txt", prompts)
-    _write_lines(out / "eval" / "conds.txt", conds)
-    _write_lines(out / "eval" / "transition_conds.txt", transitions)
+        report(len(records) + len(entries), total)
+    _write_lines(out / "eval" / "prompts.txt", [entry["caption"] for entry in entries])
+    _write_lines(out / "eval" / "conds.txt", [entry["first"] for entry in entries])
+    _write_lines(out / "eval" / "transition_conds.txt", [f"{entry['first']},{entry['last']}" for entry in entries])
     _write_json(out / "eval" / "metadata.json", entries)
-    return {
-        "out_dir": str(out),
-        "clips": clips,
-        "images": images,
-        "heldout": heldout,
-        "frames": frames,
-        "height": height,
-        "width": width,
-        "seed": seed,
-        "data_file": str(out / "data.txt"),
-        "eval_dir": str(out / "eval"),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    return {"out_dir": str(out), "clips": clips, "images": images, "heldout": heldout, "frames": frames,
+            "height": height, "width": width, "seed": seed, "data_file": str(out / "data.txt"),
+            "eval_dir": str(out / "eval"), "seconds": round(time.perf_counter() - started, 2)}
 
 
 def write_examples(out_dir: str | os.PathLike, seed: int = 0, frames: int = 17, height: int = 64,
                    width: int = 96) -> dict[str, Any]:
-    """Four quick-start lines in the domain: `prompts.txt`, `conds.txt` and the media they name.
-
-    Lines: i2v (`i2v.png`), transition (`transition_first.png,transition_last.png`), key frames
-    (`keyframe_0.png@0,keyframe_1.png@M,keyframe_2.png@-1`, M the middle frame) and continuation
-    (`continuation.mp4`, `frames` long). Each line comes from its own clip, with a different direction.
+    """Four quick-start lines in the domain (i2v, transition, key frames, continuation), each from its own clip
+    with its own direction: `prompts.txt`, `conds.txt` and the media they name.
 
     Returns:
         {"prompts": path, "conds": path, "files": [media paths]}.
@@ -317,26 +264,22 @@ def write_examples(out_dir: str | os.PathLike, seed: int = 0, frames: int = 17, 
     out = Path(out_dir)
     rng = np.random.default_rng([seed, 3])
     middle = (frames - 1) // 2
+    # (direction, the conds line, its images as {file: frame index}); continuation conditions on the whole clip
+    lines = [
+        ("right", "i2v.png", {"i2v.png": 0}),
+        ("up", "transition_first.png,transition_last.png", {"transition_first.png": 0, "transition_last.png": -1}),
+        ("left", f"keyframe_0.png@0,keyframe_1.png@{middle},keyframe_2.png@-1",
+         {"keyframe_0.png": 0, "keyframe_1.png": middle, "keyframe_2.png": -1}),
+        ("down", "continuation.mp4", {}),
+    ]
     prompts, conds, files = [], [], []
-    for kind, direction in zip(("i2v", "transition", "keyframes", "continuation"), ("right", "up", "left", "down")):
+    for direction, cond, images in lines:
         video, meta = generate_clip(rng, frames, height, width, direction=direction)
         prompts.append(meta["caption"])
-        if kind == "i2v":
-            names = {"i2v.png": video[0]}
-            conds.append("i2v.png")
-        elif kind == "transition":
-            names = {"transition_first.png": video[0], "transition_last.png": video[-1]}
-            conds.append("transition_first.png,transition_last.png")
-        elif kind == "keyframes":
-            names = {"keyframe_0.png": video[0], "keyframe_1.png": video[middle], "keyframe_2.png": video[-1]}
-            conds.append(f"keyframe_0.png@0,keyframe_1.png@{middle},keyframe_2.png@-1")
-        else:
-            write_video(out / "continuation.mp4", video, FPS, crf=DATASET_CRF)
-            files.append(out / "continuation.mp4")
-            names = {}
-            conds.append("continuation.mp4")
-        for name, image in names.items():
-            files.append(write_image(out / name, image))
+        conds.append(cond)
+        files += [write_image(out / name, video[index]) for name, index in images.items()]
+        if not images:
+            files.append(write_video(out / cond, video, FPS, crf=DATASET_CRF))
     _write_lines(out / "prompts.txt", prompts)
     _write_lines(out / "conds.txt", conds)
     return {"prompts": str(out / "prompts.txt"), "conds": str(out / "conds.txt"), "files": [str(f) for f in files]}

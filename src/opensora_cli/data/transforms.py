@@ -35,11 +35,8 @@ def resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def center_crop_resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Centre-crop (T, C, H, W) frames to the aspect height:width, then `resize` to (height, width).
-
-    Raises:
-        ValueError: the aspect is so far from the frames' that the window is empty.
-    """
+    """Centre-crop (T, C, H, W) frames to the aspect height:width, then `resize` to (height, width); ValueError
+    when the aspect is so far from the frames' that the window is empty."""
     in_h, in_w = frames.shape[-2:]
     top, left, crop_h, crop_w = aspect_crop_box(in_h, in_w, height, width)
     if crop_h < 1 or crop_w < 1:
@@ -48,11 +45,8 @@ def center_crop_resize(frames: torch.Tensor, height: int, width: int) -> torch.T
 
 
 def stride_crop(frames: torch.Tensor, stride: int) -> torch.Tensor:
-    """Centre-crop (T, C, H, W) frames to the largest multiples of `stride` (offset = half the remainder, floored).
-
-    Raises:
-        ValueError: a side is shorter than `stride`.
-    """
+    """Centre-crop (T, C, H, W) frames to the largest multiples of `stride` (offset = half the remainder, floored);
+    ValueError when a side is shorter than `stride`."""
     in_h, in_w = frames.shape[-2:]
     top, left, crop_h, crop_w = stride_crop_box(in_h, in_w, stride)
     if crop_h < 1 or crop_w < 1:
@@ -60,27 +54,15 @@ def stride_crop(frames: torch.Tensor, stride: int) -> torch.Tensor:
     return frames[..., top : top + crop_h, left : left + crop_w]
 
 
-def resize_conditions(
-    conditions: Sequence[torch.Tensor],
-    *,
-    crop_for_hw: bool,
-    height: int | None = None,
-    width: int | None = None,
-    max_hxw: int = DEFAULT_MAX_HXW,
-    stride: int = ARBITRARY_HW_STRIDE,
-) -> tuple[list[torch.Tensor], tuple[int, int]]:
-    """Bring every condition to one size, in float32, normalised to [-1, 1].
+def resize_conditions(conditions: Sequence[torch.Tensor], *, crop_for_hw: bool, height: int | None = None,
+                      width: int | None = None, max_hxw: int = DEFAULT_MAX_HXW, stride: int = ARBITRARY_HW_STRIDE,
+                      ) -> tuple[list[torch.Tensor], tuple[int, int]]:
+    """Bring every condition, (T_i, 3, H_i, W_i) uint8 (images have T_i = 1), to one size (h, w) in float32.
 
     Fixed mode (`crop_for_hw`): each input is centre-crop-resized to (height, width). Arbitrary mode: the size is
     the per-axis minimum (min H_i, min W_i) over the inputs, shrunk to an area of at most `max_hxw` (never
-    enlarged); each input is centre-crop-resized to it, then centre-cropped to multiples of `stride`.
-
-    Args:
-        conditions: (T_i, 3, H_i, W_i) uint8 tensors (images have T_i = 1).
-        crop_for_hw: fixed mode; needs `height` and `width`.
-        height, width: the fixed output size (ignored in arbitrary mode).
-        max_hxw: arbitrary mode's largest area.
-        stride: arbitrary mode's size multiple (the released model was trained at 32).
+    enlarged); each input is centre-crop-resized to it, then centre-cropped to multiples of `stride` (the
+    released model was trained at 32).
 
     Returns:
         The (T_i, 3, h, w) float32 tensors in [-1, 1] and (h, w).
@@ -93,9 +75,8 @@ def resize_conditions(
         raise ValueError("no condition frames to resize")
     for i, frames in enumerate(conditions):
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
-            raise ValueError(
-                f"condition {i}: expected (T, 3, H, W) uint8 frames, got {tuple(frames.shape)} {frames.dtype}"
-            )
+            raise ValueError(f"condition {i}: expected (T, 3, H, W) uint8 frames, got {tuple(frames.shape)} "
+                             f"{frames.dtype}")
 
     # Convert once; resizing in float keeps the fractions the reference's uint8 resize rounds away.
     pixels = [frames.to(torch.float32) for frames in conditions]
@@ -113,13 +94,8 @@ def resize_conditions(
 
 
 def load_condition_frames(paths: Sequence[str], kind: str, num_frames: int) -> list[torch.Tensor]:
-    """Read condition media as (T_i, 3, H_i, W_i) uint8 tensors.
-
-    Args:
-        paths: image files (one tensor with T = 1 each), or video files (their first `num_frames` frames).
-        kind: "image" or "video".
-        num_frames: frames to read from each video (ignored for images).
-    """
+    """Condition media as (T_i, 3, H_i, W_i) uint8 tensors: `kind` "image" (T = 1 each), or "video" (the first
+    `num_frames` frames of each)."""
     if kind == "image":
         arrays = [read_image(path)[None] for path in paths]  # (1, H, W, 3)
     elif kind == "video":
@@ -127,5 +103,5 @@ def load_condition_frames(paths: Sequence[str], kind: str, num_frames: int) -> l
     else:
         raise ValueError(f"kind must be 'image' or 'video', got {kind!r}")
     # Pillow's arrays are read-only, which torch.from_numpy warns about: copy those (and only those).
-    arrays = [np.require(array, requirements=["C", "W"]) for array in arrays]
-    return [torch.from_numpy(array).permute(0, 3, 1, 2).contiguous() for array in arrays]
+    return [torch.from_numpy(np.require(array, requirements=["C", "W"])).permute(0, 3, 1, 2).contiguous()
+            for array in arrays]

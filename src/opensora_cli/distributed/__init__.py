@@ -1,13 +1,5 @@
-"""Running on several devices: device selection, process groups, the launcher and sequence parallelism.
-
-- `device`: `resolve_device` ("cpu", "cuda", "npu"), `backend_for` (gloo, nccl, hccl), and `DistContext`
-  made by `init_from_env` from the variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK); `shutdown` (a
-  barrier, then the group destroyed and freed) and `distributed_context`, which pairs the two.
-- `launch`: the one launcher, for `sample` and `train`. `launch(nproc, argv)` re-runs `python -m opensora_cli
-  ARGV` in nproc processes through torch's elastic agent (`accelerate_config=FILE`: through accelerate's
-  launcher); the children see WORLD_SIZE (`is_distributed_child`) and die with their parent.
-- `sequence_parallel`: `SequenceParallelAttnProcessor` (the all-to-all of DeepSpeed-Ulysses, latent time
-  sharded across ranks), `check_sequence_parallel`, `shard_time`, `gather_time`.
+"""Running on several devices: `device` (device selection, process groups), `launch` (the one launcher, for
+`sample` and `train`) and `sequence_parallel` (the DeepSpeed-Ulysses all-to-all over latent time).
 
 A sampling run under sequence parallelism:
 

@@ -41,13 +41,6 @@ def _npu_available() -> bool:
         return False
 
 
-def _local_rank() -> int | None:
-    """LOCAL_RANK when a launcher started several processes, else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
-        return int(os.environ["LOCAL_RANK"])
-    return None
-
-
 def resolve_device(name: str | None) -> torch.device:
     """The device this process runs on.
 
@@ -72,27 +65,21 @@ def resolve_device(name: str | None) -> torch.device:
     if name == "cuda":
         if not torch.cuda.is_available():
             build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "without CUDA"
-            raise UsageError(
-                f"--device cuda, but no CUDA GPU is visible (torch {torch.__version__} built {build}): "
-                "use --device cpu, or check CUDA_VISIBLE_DEVICES and the driver"
-            )
+            raise UsageError(f"--device cuda, but no CUDA GPU is visible (torch {torch.__version__} built {build}): "
+                             "use --device cpu, or check CUDA_VISIBLE_DEVICES and the driver")
         count = torch.cuda.device_count()
     else:
         torch_npu = _import_torch_npu()
         if not torch_npu.npu.is_available():
-            raise UsageError(
-                "--device npu, but no Ascend NPU is visible: use --device cpu, or check the CANN setup"
-            )
+            raise UsageError("--device npu, but no Ascend NPU is visible: use --device cpu, or check the CANN setup")
         count = torch_npu.npu.device_count()
 
-    local_rank = _local_rank()
-    if local_rank is None:
-        return torch.device(name)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "LOCAL_RANK" not in os.environ:
+        return torch.device(name)  # not one of several processes a launcher started
+    local_rank = int(os.environ["LOCAL_RANK"])
     if local_rank >= count:
-        raise UsageError(
-            f"process {local_rank} on this node needs {name} device {local_rank}, but only {count} are "
-            f"visible: use at most --nproc {count} per node"
-        )
+        raise UsageError(f"process {local_rank} on this node needs {name} device {local_rank}, but only {count} are "
+                         f"visible: use at most --nproc {count} per node")
     return torch.device(name, local_rank)
 
 
@@ -189,18 +176,12 @@ def drain(group: dist.ProcessGroup | None = None) -> None:
 def shutdown(ctx: DistContext, clean: bool = True) -> None:
     """Destroy the process group that `init_from_env` created (no-op otherwise), while Python is still alive.
 
-    Why each step: a gloo group runs C++ worker threads that drop their finished work (and the tensors in
-    it) after the caller's `wait()` has returned. `destroy_process_group` alone does not stop them while any
-    Python object still refers to the group; they then die during interpreter finalisation, and a thread that
-    releases a tensor's Python object at that moment aborts the process ("terminate called without an active
-    exception", exit 134), after all the work was done. So:
-
-    1. `drain` (only when `clean`): no rank tears down while a peer is still in a collective, and no gloo
-       thread still holds a finished work;
-    2. `ctx.group = None` and the destroy, which drop every reference we hold (holders such as
-       `SequenceParallelAttnProcessor` read the group through `ctx`);
-    3. a garbage collection, for groups kept alive only by reference cycles. The group is then freed, and its
-       threads joined, before this returns; a group someone still refers to is reported as a warning.
+    `destroy_process_group` alone does not stop gloo's worker threads while any Python object still refers to
+    the group; they then die during interpreter finalisation, and one releasing a tensor then aborts the process
+    (exit 134) after all the work was done. So: `drain` (when `clean`; see there), then drop every reference we
+    hold (holders such as `SequenceParallelAttnProcessor` read the group through `ctx`) and destroy, then a
+    garbage collection for reference cycles: the group's threads are joined before this returns, and a group
+    someone still refers to is reported as a warning.
 
     Args:
         ctx: the context of this process.
@@ -221,21 +202,13 @@ def shutdown(ctx: DistContext, clean: bool = True) -> None:
         dist.destroy_process_group()
         gc.collect()
         if alive is not None and alive() is not None:
-            warnings.warn(
-                "the process group is still referenced after shutdown; its threads will stop at interpreter "
-                "exit, which can abort the process",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            warnings.warn("the process group is still referenced after shutdown; its threads will stop at "
+                          "interpreter exit, which can abort the process", RuntimeWarning, stacklevel=2)
 
 
 @contextlib.contextmanager
 def distributed_context(device_name: str | None = None) -> Iterator[DistContext]:
-    """`init_from_env` and a matching `shutdown`: clean (with a barrier) unless the body raised.
-
-    Args:
-        device_name: as `resolve_device`.
-    """
+    """`init_from_env(device_name)` and a matching `shutdown`: clean (with a barrier) unless the body raised."""
     ctx = init_from_env(device_name)
     clean = False
     try:

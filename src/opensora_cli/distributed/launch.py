@@ -1,15 +1,11 @@
 """The one launcher: run the CLI itself in several processes (`sample --nproc`, `train --nproc`, `train
---accelerate-config`).
-
-`launch(nproc, argv)` runs torch's elastic agent in this process (what `torchrun --standalone` runs, through
-its public `elastic_launch`); with an accelerate config file (several machines, DeepSpeed, mixed precision)
-accelerate's own launcher reads the file, in a child process. Each worker sees RANK, WORLD_SIZE, LOCAL_RANK,
-MASTER_ADDR and MASTER_PORT (`is_distributed_child`), which both the sampling service and accelerate's
-`Accelerator` read, and does the work instead of launching again.
+--accelerate-config`), through torch's elastic agent in this process (what `torchrun --standalone` runs), or
+accelerate's launcher in a child process for an accelerate config file. Each worker sees RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT (`is_distributed_child`) and does the work instead of launching again.
 
 Every process the launcher starts runs through this module first (`python -m opensora_cli.distributed.launch
-MODULE ARGS`): on Linux it asks the kernel to kill it when its parent dies (PR_SET_PDEATHSIG), then runs
-`python -m MODULE ARGS`. So when `opensora` is killed, even by SIGKILL, no worker is left running.
+MODULE ARGS`): on Linux it asks the kernel to kill it when its parent dies (PR_SET_PDEATHSIG), so when
+`opensora` is killed, even by SIGKILL, no worker is left running.
 """
 
 from __future__ import annotations
@@ -36,11 +32,8 @@ def is_distributed_child() -> bool:
 
 def launch(nproc: int, argv: list[str], module: str = CHILD_MODULE, accelerate_config: Path | None = None) -> int:
     """Run `python -m MODULE ARGV` in `nproc` processes on this machine (or as an accelerate config says) and
-    wait for them.
-
-    Output of the children streams to this process's stdout and stderr, unprefixed. Without OMP_NUM_THREADS
-    set, each child gets cpu_count // nproc intra-op threads (torchrun would give them 1; one each per core
-    is what a CPU run wants, and GPU runs do not care).
+    wait for them; their output streams to this process's, unprefixed. Without OMP_NUM_THREADS set, each child
+    gets cpu_count // nproc intra-op threads (torchrun would give them 1; a CPU run wants one per core).
 
     Args:
         nproc: processes on this machine, >= 1.

@@ -1,13 +1,10 @@
 """Sequence parallelism over latent time (the reference's `--sp`; the all-to-all of DeepSpeed-Ulysses).
 
-Rank r of sp holds latent frames [r * T / sp, (r + 1) * T / sp) of the transformer's input; tokens are
-(t, y, x) row-major, so its video tokens are a contiguous slice and the ranks' slices, concatenated in rank
-order, are the full sequence. Around every self-attention one all-to-all trades sequence for heads
-(B, N / sp, heads, Dh) -> (B, N, heads / sp, Dh), so that RoPE, Skiparse and the masks see the whole video;
-a second one trades them back. Cross-attention needs nothing (see `models/attention.py`), so the text is
-whole on every rank. Everything outside the transformer is full size and identical on all ranks: the
-pipeline shards the model input with `shard_time` and reassembles the output with `gather_time`, and results
-do not depend on the number of processes.
+Rank r of sp holds latent frames [r * T / sp, (r + 1) * T / sp) of the transformer's input: tokens are
+(t, y, x) row-major, so the ranks' slices, concatenated in rank order, are the full sequence. Around every
+self-attention one all-to-all trades sequence for heads, (B, N / sp, heads, Dh) -> (B, N, heads / sp, Dh), and a
+second trades them back (see `models/attention.py`). Everything outside the transformer is full size and
+identical on all ranks (`shard_time` and `gather_time` around the model), so results do not depend on sp.
 
 Requirements: T % sp == 0 and heads % sp == 0 (`check_sequence_parallel` says what to change).
 """
@@ -59,9 +56,8 @@ class _SequenceAllToAll(torch.autograd.Function):
         return _all_to_all(grad, ctx.group, not ctx.to_full_sequence), None, None
 
 
-def sequence_all_to_all(
-    x: torch.Tensor, group: dist.ProcessGroup | None = None, to_full_sequence: bool = True
-) -> torch.Tensor:
+def sequence_all_to_all(x: torch.Tensor, group: dist.ProcessGroup | None = None,
+                        to_full_sequence: bool = True) -> torch.Tensor:
     """The sequence <-> heads all-to-all, differentiable.
 
     Args:
@@ -98,16 +94,11 @@ class SequenceParallelAttnProcessor(AttnProcessor):
     def group(self) -> dist.ProcessGroup | None:
         return self.ctx.group
 
-    def gather_sequence(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each (B, N / sp, heads, Dh) -> (B, N, heads / sp, Dh).
-
-        One collective per tensor. Stacking q, k, v into one collective moves the same bytes (gloo, 2 ranks,
-        95 MiB: 47.5 vs 50.3 ms for the collective alone) and saves two launches, but needs a copy out of the
-        stacked buffer (separate outputs are views when B = 1): on CPU it tied at 6 MiB and was 1.2-2.5x
-        slower at 95-190 MiB.
-        """
+    def gather_sequence(self, query: torch.Tensor, key: torch.Tensor,
+                        value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each (B, N / sp, heads, Dh) -> (B, N, heads / sp, Dh), one collective per tensor: stacking q, k, v
+        saves two launches but needs a copy out of the stacked buffer (separate outputs are views when B = 1);
+        on CPU (gloo, 2 ranks) it tied at 6 MiB and was 1.2-2.5x slower at 95-190 MiB."""
         heads = query.shape[2]
         if heads % self.sp:
             raise ValueError(f"{heads} attention heads are not divisible by {self.sp} processes")
@@ -156,24 +147,18 @@ def check_sequence_parallel(latent_frames: int, num_heads: int, world_size: int)
     frames = _frames_for(latent_frames)
     problems = []
     if latent_frames == 1:
-        problems.append(
-            f"{frames} frame (a single image) cannot be split across {world_size} processes: use --nproc 1"
-        )
+        problems.append(f"{frames} frame (a single image) cannot be split across {world_size} processes: use --nproc 1")
     elif latent_frames % world_size:
-        message = (
-            f"{frames} frames give {latent_frames} latent frames, not divisible by {world_size} processes: "
-            f"use {nproc_hint}"
-        )
+        message = (f"{frames} frames give {latent_frames} latent frames, not divisible by {world_size} processes: "
+                   f"use {nproc_hint}")
         if num_heads % world_size == 0:  # then a frame count fixes it too
             below = latent_frames // world_size * world_size
             counts = [_frames_for(n) for n in (below, below + world_size) if n > 1]
             message += f" (or --num-frames {_or_list(counts)})"
         problems.append(message)
     if num_heads % world_size:
-        problems.append(
-            f"the model's {num_heads} attention heads are not divisible by {world_size} processes: "
-            f"use {nproc_hint}"
-        )
+        problems.append(f"the model's {num_heads} attention heads are not divisible by {world_size} processes: "
+                        f"use {nproc_hint}")
     return problems
 
 

@@ -8,25 +8,13 @@ axis (new batch index = group * B + b):
 * single-skip: token n belongs to group n mod k (every k-th token);
 * group-skip:  n = a*k*k + g*k + r belongs to group g (every k-th run of k tokens), ordered by (a, r).
 
-Sequence-parallel seam
-----------------------
-Under sequence parallelism (the reference's `--sp`) each rank holds a contiguous slice of the video tokens
-(latent frames) and the whole text. Inside every self-attention an all-to-all gathers the sequence and
-scatters the heads before RoPE, so that RoPE, Skiparse and the masks all see the full sequence, with
-heads / sp heads per rank; the inverse all-to-all runs before the output projection. Cross-attention does
-not communicate: each query row is independent of the others, so the local video queries attend to the full
-text as they are (the reference shards the text as well, which needs its 512 tokens divisible by sp and
-buys nothing). `AttnProcessor` has three hooks for that, identities on one device:
-
-* `gather_sequence(query, key, value)`: each (B, N_local, heads, Dh) -> (B, N, heads / sp, Dh), self-attention
-  only;
-* `scatter_sequence(hidden_states)`: (B, N, heads / sp, Dh) -> (B, N_local, heads, Dh), self-attention only;
-* `full_grid(grid)`: the local token grid (T / sp, H, W) -> the full grid (T, H, W), from which the model
-  builds the RoPE tables and the Skiparse padding. The video and text masks given to the model are full
-  length, as in the reference.
-
-A sequence-parallel processor subclasses `AttnProcessor`, overrides the hooks, and is installed in every
-layer with the model's `set_attn_processor`.
+Sequence-parallel seam: under sequence parallelism (the reference's `--sp`) each rank holds a contiguous slice
+of the video tokens and the whole text. `AttnProcessor` has three hooks, identities on one device, that a
+sequence-parallel processor (`distributed.sequence_parallel`) overrides: `gather_sequence` and `scatter_sequence`
+around every self-attention (so that RoPE, Skiparse and the full-length masks see the whole sequence, with
+heads / sp heads per rank), and `full_grid`, the grid the model builds RoPE tables and Skiparse padding for.
+Cross-attention does not communicate: each query row is independent, so local video queries attend to the
+whole text as they are (the reference shards the text too, which needs 512 % sp == 0 and buys nothing).
 """
 
 from __future__ import annotations
@@ -82,12 +70,8 @@ def skiparse_regroup(hidden_states: torch.Tensor, sparse_n: int, group: bool) ->
     """
     batch, num_tokens, *rest = hidden_states.shape
     k = sparse_n
-    if group:
-        grouped = hidden_states.view(batch, num_tokens // (k * k), k, k, *rest)  # (B, A, g, r, ...)
-        grouped = grouped.movedim(2, 0)  # (g, B, A, r, ...)
-    else:
-        grouped = hidden_states.view(batch, num_tokens // k, k, *rest)  # (B, A, g, ...)
-        grouped = grouped.movedim(2, 0)  # (g, B, A, ...)
+    runs = (num_tokens // (k * k), k, k) if group else (num_tokens // k, k)  # (A, g, r) or (A, g)
+    grouped = hidden_states.view(batch, *runs, *rest).movedim(2, 0)  # (g, B, A, [r,] ...)
     return grouped.reshape(k * batch, num_tokens // k, *rest)  # (k*B, N/k, ...)
 
 
@@ -95,25 +79,14 @@ def skiparse_ungroup(hidden_states: torch.Tensor, sparse_n: int, group: bool) ->
     """Exact inverse of `skiparse_regroup`: (sparse_n * B, N / sparse_n, ...) -> (B, N, ...)."""
     k = sparse_n
     grouped_batch, group_len, *rest = hidden_states.shape
-    batch, num_tokens = grouped_batch // k, group_len * k
-    if group:
-        grouped = hidden_states.view(k, batch, group_len // k, k, *rest)  # (g, B, A, r, ...)
-        grouped = grouped.movedim(0, 2)  # (B, A, g, r, ...)
-    else:
-        grouped = hidden_states.view(k, batch, group_len, *rest)  # (g, B, A, ...)
-        grouped = grouped.movedim(0, 2)  # (B, A, g, ...)
-    return grouped.reshape(batch, num_tokens, *rest)  # (B, N, ...)
+    runs = (group_len // k, k) if group else (group_len,)  # (A, r) or (A,)
+    grouped = hidden_states.view(k, grouped_batch // k, *runs, *rest).movedim(0, 2)  # (B, A, g, [r,] ...)
+    return grouped.reshape(grouped_batch // k, group_len * k, *rest)  # (B, N, ...)
 
 
-def prepare_self_attention_mask(
-    video_bias: torch.Tensor | None,
-    num_tokens: int,
-    sparse_n: int = 1,
-    group: bool = False,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | None = None,
-    batch_size: int = 1,
-) -> torch.Tensor | None:
+def prepare_self_attention_mask(video_bias: torch.Tensor | None, num_tokens: int, sparse_n: int = 1,
+                                group: bool = False, dtype: torch.dtype = torch.float32,
+                                device: torch.device | None = None, batch_size: int = 1) -> torch.Tensor | None:
     """The self-attention mask of one layer kind, broadcasting over heads and queries.
 
     Args:
@@ -148,13 +121,11 @@ class AttnProcessor:
 
     Self-attention when `encoder_hidden_states` is None (RoPE and Skiparse apply), cross-attention otherwise
     (always dense: a Skiparse layer's queries would each still see every text token, so regrouping them as the
-    reference does changes nothing but the cost). See the module docstring for the sequence-parallel hooks,
-    which only self-attention calls.
+    reference does changes nothing but the cost). Only self-attention calls the sequence-parallel hooks.
     """
 
-    def gather_sequence(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def gather_sequence(self, query: torch.Tensor, key: torch.Tensor,
+                        value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sequence-parallel hook: each (B, S_local, heads, Dh) -> (B, S, heads / sp, Dh); identity here."""
         return query, key, value
 
@@ -166,14 +137,9 @@ class AttnProcessor:
         """Sequence-parallel hook: the token grid after `gather_sequence`; identity here."""
         return grid
 
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None,
+                 rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         # 1. Projections, split into heads
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         query = attn.to_q(hidden_states).unflatten(-1, (attn.heads, -1))  # (B, N, heads, Dh)
@@ -190,16 +156,14 @@ class AttnProcessor:
             query = apply_rotary_emb(query, *rotary_emb)
             key = apply_rotary_emb(key, *rotary_emb)
 
-        # 4. Skiparse: pad to a multiple of k*k, groups into the batch axis
+        # 4. Skiparse: pad to a multiple of k*k, groups into the batch axis: (k*B, N_pad/k, heads, Dh)
         num_tokens = query.shape[1]
         sparse_n = attn.sparse_n if encoder_hidden_states is None else 1
         if sparse_n > 1:
             pad = skiparse_pad_length(num_tokens, sparse_n)
             if pad:  # (B, N_pad, heads, Dh)
                 query, key, value = (F.pad(x, (0, 0, 0, 0, 0, pad)) for x in (query, key, value))
-            query, key, value = (
-                skiparse_regroup(x, sparse_n, attn.sparse_group) for x in (query, key, value)
-            )  # (k*B, N_pad/k, heads, Dh)
+            query, key, value = (skiparse_regroup(x, sparse_n, attn.sparse_group) for x in (query, key, value))
 
         # 5. Attention; SDPA wants (B, heads, S, Dh): transposed views, no copies
         hidden_states = dispatch_attention(
@@ -252,13 +216,9 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner_dim, query_dim), nn.Dropout(dropout)])
         self.processor = AttnProcessor()
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None,
+                rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """
         Args:
             hidden_states: (B, N, query_dim).

@@ -106,9 +106,8 @@ class CausalConv3d(_StreamingModule):
         super().__init__()
         kernel_size, stride, padding = (_triple(v) for v in (kernel_size, stride, padding))
         self.time_kernel, self.time_stride = kernel_size[0], stride[0]
-        self.conv = nn.Conv3d(
-            in_channels, out_channels, kernel_size, stride=stride, padding=(0, *padding[1:]), bias=bias
-        )
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, padding=(0, *padding[1:]),
+                              bias=bias)
 
     def reset_cache(self) -> None:
         self.cache = None
@@ -151,20 +150,22 @@ def _normalize(num_channels: int, norm_type: str) -> nn.Module:
 class ResnetBlock2D(nn.Module):
     """norm -> SiLU -> conv3x3 -> norm -> SiLU -> dropout -> conv3x3, plus a 1x1 shortcut; per frame."""
 
+    conv_class: type[nn.Module] = nn.Conv2d
+
     def __init__(self, in_channels: int, out_channels: int, dropout: float, norm_type: str):
         super().__init__()
         self.norm1 = _normalize(in_channels, norm_type)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = self.conv_class(in_channels, out_channels, 3, padding=1)
         self.norm2 = _normalize(out_channels, norm_type)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = self.conv_class(out_channels, out_channels, 3, padding=1)
         if in_channels != out_channels:
-            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
+            self.nin_shortcut = self.conv_class(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _per_frame(self._forward_frames, x)
+        return _per_frame(self._residual, x)
 
-    def _forward_frames(self, x: torch.Tensor) -> torch.Tensor:
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
         # In-place SiLU / add: the norm and conv backward passes never read these outputs, so this is
         # autograd-safe and saves one activation-sized buffer per step.
         h = self.conv1(F.silu(self.norm1(x), inplace=True))
@@ -172,23 +173,13 @@ class ResnetBlock2D(nn.Module):
         return h.add_(self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x)
 
 
-class ResnetBlock3D(nn.Module):
-    """ResnetBlock2D with causal 3x3x3 convs and a causal 1x1x1 shortcut (`nin_shortcut`)."""
+class ResnetBlock3D(ResnetBlock2D):
+    """ResnetBlock2D with causal 3x3x3 convs and a causal 1x1x1 shortcut (`nin_shortcut`), on the whole video."""
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float, norm_type: str):
-        super().__init__()
-        self.norm1 = _normalize(in_channels, norm_type)
-        self.conv1 = CausalConv3d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = _normalize(out_channels, norm_type)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = CausalConv3d(out_channels, out_channels, 3, padding=1)
-        if in_channels != out_channels:
-            self.nin_shortcut = CausalConv3d(in_channels, out_channels, 1)
+    conv_class = CausalConv3d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x), inplace=True))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
-        return h.add_(self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x)
+        return self._residual(x)
 
 
 class AttnBlock3DFix(nn.Module):
@@ -375,36 +366,36 @@ class InverseHaarWaveletTransform3D(_StreamingModule):
         return y
 
 
-class HaarWaveletTransform2D(nn.Module):
-    """Per frame: (B, C, T, H, W) -> (B, 4C, T, H/2, W/2), band blocks in buffer order aa, ad, da, dd."""
+class _Haar2D(nn.Module):
+    """The 2-D Haar filters as buffers aa, ad, da, dd (the reference's keys)."""
 
     def __init__(self):
         super().__init__()
         for name, filt in zip(_HAAR2D_NAMES, _haar2d_filters()):
             self.register_buffer(name, filt[None])
+
+    def _filters(self) -> torch.Tensor:
+        # a (1, 2, 2) kernel with time stride 1 is the per-frame 2-D transform, with no frame folding
+        return torch.cat([getattr(self, name) for name in _HAAR2D_NAMES]).unsqueeze(2)  # (4, 1, 1, 2, 2)
+
+
+class HaarWaveletTransform2D(_Haar2D):
+    """Per frame: (B, C, T, H, W) -> (B, 4C, T, H/2, W/2), band blocks in buffer order aa, ad, da, dd."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
-        # a (1, 2, 2) kernel with time stride 1 is the per-frame 2-D transform, with no frame folding
-        filters = torch.cat([getattr(self, name) for name in _HAAR2D_NAMES]).unsqueeze(2)  # (4, 1, 1, 2, 2)
-        y = F.conv3d(x.reshape(b * c, 1, t, h, w), filters, stride=(1, 2, 2))  # (B*C, 4, T, H/2, W/2)
+        y = F.conv3d(x.reshape(b * c, 1, t, h, w), self._filters(), stride=(1, 2, 2))  # (B*C, 4, T, H/2, W/2)
         return y.unflatten(0, (b, c)).transpose(1, 2).flatten(1, 2)
 
 
-class InverseHaarWaveletTransform2D(nn.Module):
+class InverseHaarWaveletTransform2D(_Haar2D):
     """Per frame: (B, 4C, T, H, W) -> (B, C, T, 2H, 2W)."""
-
-    def __init__(self):
-        super().__init__()
-        for name, filt in zip(_HAAR2D_NAMES, _haar2d_filters()):
-            self.register_buffer(name, filt[None])
 
     def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
         b, c4, t, h, w = coeffs.shape
         c = c4 // 4
         x = coeffs.unflatten(1, (4, c)).transpose(1, 2).reshape(b * c, 4, t, h, w)  # (B*C, 4, T, H, W)
-        filters = torch.cat([getattr(self, name) for name in _HAAR2D_NAMES]).unsqueeze(2)  # (4, 1, 1, 2, 2)
-        return F.conv_transpose3d(x, filters, stride=(1, 2, 2)).view(b, c, t, 2 * h, 2 * w)
+        return F.conv_transpose3d(x, self._filters(), stride=(1, 2, 2)).view(b, c, t, 2 * h, 2 * w)
 
 
 # Allowed values of the reference config fields that name a mode or a class. Only the released 4x8x8 layout is
@@ -450,10 +441,7 @@ class Encoder(nn.Module):
         )
         self.connect_l1 = FrameConv2d(12, e, 3, padding=1)
         self.connect_l2 = FrameConv2d(24, e, 3, padding=1)
-        mid = [
-            ResnetBlock3D(2 * c + e, 4 * c, dropout, norm_type),
-            ResnetBlock3D(4 * c, 4 * c, dropout, norm_type),
-        ]
+        mid = [ResnetBlock3D(2 * c + e, 4 * c, dropout, norm_type), ResnetBlock3D(4 * c, 4 * c, dropout, norm_type)]
         if use_attention:
             mid.insert(1, AttnBlock3DFix(4 * c, norm_type))
         self.mid = nn.Sequential(*mid)
@@ -504,10 +492,7 @@ class Decoder(_StreamingModule):
         c, e = base_channels, energy_flow_hidden_size
         self.energy_flow_hidden_size = e
         self.conv_in = CausalConv3d(latent_dim, 4 * c, 3, padding=1)
-        mid = [
-            ResnetBlock3D(4 * c, 4 * c, dropout, norm_type),
-            ResnetBlock3D(4 * c, 4 * c + e, dropout, norm_type),
-        ]
+        mid = [ResnetBlock3D(4 * c, 4 * c, dropout, norm_type), ResnetBlock3D(4 * c, 4 * c + e, dropout, norm_type)]
         if use_attention:
             mid.insert(1, AttnBlock3DFix(4 * c, norm_type))
         self.mid = nn.Sequential(*mid)
@@ -517,16 +502,11 @@ class Decoder(_StreamingModule):
             ResnetBlock3D(4 * c, 4 * c + e, dropout, norm_type),
         )
         self.up1 = nn.Sequential(
-            *[
-                ResnetBlock3D(4 * c if i == 0 else 2 * c, 2 * c, dropout, norm_type)
-                for i in range(num_resblocks)
-            ],
+            *[ResnetBlock3D(4 * c if i == 0 else 2 * c, 2 * c, dropout, norm_type) for i in range(num_resblocks)],
             Upsample(2 * c, 2 * c),
             ResnetBlock3D(2 * c, 2 * c, dropout, norm_type),
         )
-        self.layer = nn.Sequential(
-            ResnetBlock3D(2 * c, c, dropout, norm_type), ResnetBlock3D(c, c, dropout, norm_type)
-        )
+        self.layer = nn.Sequential(ResnetBlock3D(2 * c, c, dropout, norm_type), ResnetBlock3D(c, c, dropout, norm_type))
         self.connect_l1 = nn.Sequential(
             *[ResnetBlock3D(e, e, dropout, norm_type) for _ in range(connect_res_layer_num)],
             FrameConv2d(e, 12, 3, padding=1),
@@ -637,19 +617,13 @@ class WFVAEModel(ModelMixin, ConfigMixin):
         for name, values in (("scale", scale), ("shift", shift)):
             if len(values) != latent_dim:
                 raise ValueError(f"WFVAEModel: {name} has {len(values)} entries; latent_dim is {latent_dim}")
-        self.encoder = Encoder(
-            latent_dim, base_channels, encoder_num_resblocks, encoder_energy_flow_hidden_size, dropout,
-            use_attention, norm_type,
-        )
-        self.decoder = Decoder(
-            latent_dim, base_channels, decoder_num_resblocks, decoder_energy_flow_hidden_size, dropout,
-            use_attention, norm_type, t_interpolation, connect_res_layer_num,
-        )
+        self.encoder = Encoder(latent_dim, base_channels, encoder_num_resblocks, encoder_energy_flow_hidden_size,
+                               dropout, use_attention, norm_type)
+        self.decoder = Decoder(latent_dim, base_channels, decoder_num_resblocks, decoder_energy_flow_hidden_size,
+                               dropout, use_attention, norm_type, t_interpolation, connect_res_layer_num)
         # The wrapper's constants: config values, not checkpoint entries (hence non-persistent).
-        self.register_buffer("latent_scale", torch.tensor(scale, dtype=torch.float32).view(1, -1, 1, 1, 1),
-                             persistent=False)
-        self.register_buffer("latent_shift", torch.tensor(shift, dtype=torch.float32).view(1, -1, 1, 1, 1),
-                             persistent=False)
+        for name, values in (("latent_scale", scale), ("latent_shift", shift)):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1, 1), persistent=False)
         self.use_tiling = False
         self.encoder_chunk_frames = 8
         self.decoder_chunk_latents = 2
@@ -712,10 +686,8 @@ class WFVAEModel(ModelMixin, ConfigMixin):
             H/8, W/8) = [mean | logvar], T' = (T - 1)/4 + 1 (the distribution clamps logvar to [-30, 20]).
         """
         if x.ndim != 5 or x.shape[1] != 3 or (x.shape[2] - 1) % 4 or x.shape[3] % 8 or x.shape[4] % 8:
-            raise ValueError(
-                f"WFVAEModel.encode expects (B, 3, T, H, W) with T = 1 + 4k and H, W multiples of 8; "
-                f"got {tuple(x.shape)}"
-            )
+            raise ValueError(f"WFVAEModel.encode expects (B, 3, T, H, W) with T = 1 + 4k and H, W multiples of 8; "
+                             f"got {tuple(x.shape)}")
         with self._streaming(self.encoder, self.use_tiling):
             if self.use_tiling:
                 chunks = self._chunks(x.shape[2], self.encoder_chunk_frames)
@@ -736,9 +708,7 @@ class WFVAEModel(ModelMixin, ConfigMixin):
             `DecoderOutput(sample=(B, 3, 4T' - 3, 8h, 8w))`, not clamped.
         """
         if z.ndim != 5 or z.shape[1] != self.config.latent_dim:
-            raise ValueError(
-                f"WFVAEModel.decode expects (B, {self.config.latent_dim}, T', h, w); got {tuple(z.shape)}"
-            )
+            raise ValueError(f"WFVAEModel.decode expects (B, {self.config.latent_dim}, T', h, w); got {tuple(z.shape)}")
         frames = z.shape[2]
         with self._streaming(self.decoder, self.use_tiling):
             if self.use_tiling:

@@ -64,18 +64,12 @@ class RotaryEmbedding3D(nn.Module):
 
     _cache_size = 16  # a sampling run uses one grid; training buckets use a handful
 
-    def __init__(
-        self,
-        head_dim: int,
-        interpolation_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
-        theta: float = 10000.0,
-        reference_rounding: bool = False,
-    ):
+    def __init__(self, head_dim: int, interpolation_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 theta: float = 10000.0, reference_rounding: bool = False):
         super().__init__()
         if head_dim % 6 != 0:
-            raise ValueError(
-                f"RoPE-3D needs attention_head_dim divisible by 6 (three chunks, two halves), got {head_dim}"
-            )
+            raise ValueError(f"RoPE-3D needs attention_head_dim divisible by 6 (three chunks, two halves), "
+                             f"got {head_dim}")
         self.head_dim = head_dim
         self.interpolation_scale = tuple(float(s) for s in interpolation_scale)
         self.theta = theta
@@ -88,9 +82,8 @@ class RotaryEmbedding3D(nn.Module):
         positions = torch.arange(length, device=device, dtype=torch.float32) / scale
         return torch.outer(positions, inv_freq)  # (length, Dc/2) float32
 
-    def forward(
-        self, grid: tuple[int, int, int], device: torch.device, dtype: torch.dtype
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, grid: tuple[int, int, int], device: torch.device,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             grid: (T, H, W) of the token grid — under sequence parallelism the full (gathered) grid.

@@ -1,18 +1,14 @@
 """Loading model folders in the released layout, with errors that say what does not match.
 
-A folder holds `config.json` (diffusers format, `_class_name` names the class) and its weights as
-- one `diffusion_pytorch_model.safetensors`, or
-- shards listed in `diffusion_pytorch_model.safetensors.index.json` (the released transformer), or
-- the reference training code's `*.ckpt` (a pickled dict; read with `weights_only=True`).
+A folder holds `config.json` (diffusers format, `_class_name` names the class) and its weights: one
+`diffusion_pytorch_model.safetensors`, shards listed in its `.index.json` (the released transformer), or the
+reference training code's `*.ckpt` (a pickled dict, read weights-only).
 
-diffusers' own `from_pretrained` works on our folders too; `load_pretrained` adds the released variants, a
-check of every key and shape before anything is assigned, casting while reading (an fp32 checkpoint loads
-into bf16 without an fp32 copy of the whole model), and building large models on the meta device.
-
-Before anything is built, `config.json` is checked against the constructor's signature (unknown fields, types,
-sane ranges), and the model is sized on the meta device: one that would not fit in memory is refused with its
-size in GiB instead of swapping for minutes. Every problem with a folder is one `ModelLoadError` line naming the
-file (and the field).
+Unlike diffusers' `from_pretrained` (which works on our folders too), `load_pretrained` checks the config against
+the constructor's signature and sizes the model on the meta device before anything is built (a model too large
+for memory is refused in GiB instead of swapping for minutes), checks every key and shape before anything is
+assigned, and casts while reading (fp32 weights load into bf16 without an fp32 copy of the model). Every problem
+is one `ModelLoadError` line naming the file (and the field).
 """
 
 from __future__ import annotations
@@ -131,14 +127,10 @@ def load_torch_checkpoint(path: str | os.PathLike) -> Any:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
+    from safetensors.torch import load_file
 
     try:
-        tensors = {}
-        with safe_open(path, framework="pt", device="cpu") as handle:
-            for key in handle.keys():
-                tensors[key] = handle.get_tensor(key)
-        return tensors
+        return load_file(path)
     except Exception as exc:  # safetensors' errors (SafetensorError, OSError...) all mean: this file is bad
         raise ModelLoadError(f"{path}: not a readable safetensors file ({_first_line(exc)}) — the file is damaged "
                              "or incomplete (an interrupted download?); download or save it again") from None
@@ -224,15 +216,9 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, list) and all(_matches(v, typing.get_args(hint)[0]) for v in value)
     if hint is type(None):
         return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    return True  # an annotation we do not check: the constructor does
+    if hint in (int, float):
+        return isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) if hint in (bool, str) else True  # other annotations: the constructor checks
 
 
 def _value_problem(name: str, value: Any, hint: Any) -> str | None:
@@ -262,7 +248,8 @@ def check_config(model_class: type, config: dict[str, Any], path: Path) -> None:
     milliseconds instead of building a model for minutes.
 
     Raises:
-        ModelLoadError: "FILE: FIELD is VALUE; expected ... — fix FIELD in FILE" (the first problem, and how many more).
+        ModelLoadError: "FILE: FIELD is VALUE; expected ... — fix FIELD in the file" (the first problem, and how
+            many more).
     """
     parameters = {name: p for name, p in inspect.signature(model_class.__init__).parameters.items()
                   if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
@@ -278,10 +265,11 @@ def check_config(model_class: type, config: dict[str, Any], path: Path) -> None:
         problem = _value_problem(name, value, hints.get(name, Any))
         if problem is not None:
             problems.append((name, f"{problem} — fix {name} in the file"))
+    if len(problems) > 1:
+        raise ModelLoadError(f"{path}: {problems[0][1]} (and {len(problems) - 1} more problem(s): "
+                             f"{', '.join(n for n, _ in problems[1:])})")
     if problems:
-        more = f" (and {len(problems) - 1} more problem(s): {', '.join(n for n, _ in problems[1:])})" if len(
-            problems) > 1 else ""
-        raise ModelLoadError(f"{path}: {problems[0][1]}{more}")
+        raise ModelLoadError(f"{path}: {problems[0][1]}")
 
 
 def _check_fits(model: torch.nn.Module, model_class: type, config: dict[str, Any], path: Path, dtype: torch.dtype,
@@ -314,14 +302,8 @@ def _check_fits(model: torch.nn.Module, model_class: type, config: dict[str, Any
         )
 
 
-def build_from_config(
-    model_class: type[ModelT],
-    folder: str | Path,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-    meta: bool = True,
-) -> ModelT:
+def build_from_config(model_class: type[ModelT], folder: str | Path, *, dtype: torch.dtype = torch.float32,
+                      device: torch.device | str = "cpu", meta: bool = True) -> ModelT:
     """`model_class` built from `folder/config.json` after `check_config` and a memory check (on meta).
 
     Args:
@@ -364,26 +346,16 @@ def _listing(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else "")
 
 
-def check_state_dict(
-    expected: dict[str, torch.Size], state: dict[str, torch.Tensor], optional: Iterable[str] = ()
-) -> list[str]:
+def check_state_dict(expected: dict[str, torch.Size], state: dict[str, torch.Tensor],
+                     optional: Iterable[str] = ()) -> list[str]:
     """What does not match between a model's keys/shapes and a checkpoint, as sentences (empty = all good)."""
     optional = set(optional)
     missing = [k for k in expected if k not in state and k not in optional]
     unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} != {tuple(expected[k])}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k])
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es): {_listing(mismatched)}")
-    return problems
+    mismatched = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k])}" for k in expected
+                  if k in state and tuple(state[k].shape) != tuple(expected[k])]
+    found = {"missing key(s)": missing, "unexpected key(s)": unexpected, "shape mismatch(es)": mismatched}
+    return [f"{len(keys)} {what}: {_listing(keys)}" for what, keys in found.items() if keys]
 
 
 @contextlib.contextmanager
@@ -398,15 +370,9 @@ def _quiet_diffusers():
         logger.setLevel(level)
 
 
-def load_pretrained(
-    model_class: type[ModelT],
-    folder: str | Path,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-    optional_keys: Iterable[str] | None = None,
-    meta_init: bool | None = None,
-) -> ModelT:
+def load_pretrained(model_class: type[ModelT], folder: str | Path, *, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu", optional_keys: Iterable[str] | None = None,
+                    meta_init: bool | None = None) -> ModelT:
     """Build `model_class` from `folder/config.json` and load its weights, checking every key first.
 
     Args:

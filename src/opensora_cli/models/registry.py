@@ -4,11 +4,10 @@
     write_random_model_folder("models/random-tiny")           # transformer/, vae/, text_encoder/ to try things
 
 The full-size names are the reference's registry names; "-tiny" presets are ours, small enough for CPU tests.
-The tiny transformer's sizes: 4 layers (kept: tests pin it), 2 heads x 24 = 48
-wide, text 32 wide, 8 channels in and out. Some cannot be odd: a head's width is a multiple of 6 (RoPE gives t, y
-and x an even share each), 2 sequence-parallel processes split the heads, and in = out = the tiny VAE's 8 latent
-channels, since the transformer denoises latents; the text width is the tiny T5's. The unit tests of each
-architecture build their own, odder sizes (3 in and 5 out channels; a VAE of 4 latents, base width 6).
+The tiny transformer: 4 layers (tests pin it), 2 heads x 24 = 48 wide, text 32 wide, 8 channels in and out.
+Some sizes cannot be odd: a head's width is a multiple of 6 (RoPE gives t, y and x an even share each), 2
+sequence-parallel processes split the heads, in = out = the tiny VAE's 8 latent channels, and the text width is
+the tiny T5's. The unit tests of each architecture build their own, odder sizes.
 """
 
 from __future__ import annotations
@@ -34,43 +33,16 @@ class Preset:
 
 
 _TRANSFORMER_2B = dict(
-    num_attention_heads=24,
-    attention_head_dim=96,
-    in_channels=8,
-    out_channels=8,
-    num_layers=32,
-    dropout=0.0,
-    cross_attention_dim=2304,
-    attention_bias=True,
-    sample_size_h=[40, 30],
-    sample_size_w=[40, 30],
-    sample_size_t=24,
-    patch_size=2,
-    patch_size_t=1,
-    activation_fn="gelu-approximate",
-    only_cross_attention=False,
-    double_self_attention=False,
-    upcast_attention=False,
-    norm_elementwise_affine=False,
-    norm_eps=1e-6,
-    caption_channels=4096,
-    interpolation_scale_h=1.0,
-    interpolation_scale_w=1.0,
-    interpolation_scale_t=1.0,
-    sparse1d=True,
-    sparse_n=4,
+    num_attention_heads=24, attention_head_dim=96, in_channels=8, out_channels=8, num_layers=32, dropout=0.0,
+    cross_attention_dim=2304, attention_bias=True, sample_size_h=[40, 30], sample_size_w=[40, 30],
+    sample_size_t=24, patch_size=2, patch_size_t=1, activation_fn="gelu-approximate", only_cross_attention=False,
+    double_self_attention=False, upcast_attention=False, norm_elementwise_affine=False, norm_eps=1e-6,
+    caption_channels=4096, interpolation_scale_h=1.0, interpolation_scale_w=1.0, interpolation_scale_t=1.0,
+    sparse1d=True, sparse_n=4,
 )
 _TRANSFORMER_TINY = dict(
-    _TRANSFORMER_2B,
-    num_attention_heads=2,
-    attention_head_dim=24,
-    num_layers=4,
-    cross_attention_dim=48,
-    caption_channels=32,
-    sample_size_h=8,
-    sample_size_w=12,
-    sample_size_t=3,
-    sparse_n=2,
+    _TRANSFORMER_2B, num_attention_heads=2, attention_head_dim=24, num_layers=4, cross_attention_dim=48,
+    caption_channels=32, sample_size_h=8, sample_size_w=12, sample_size_t=3, sparse_n=2,
 )
 # Between tiny and full size, for CPU benchmarks: a quarter of the width, a quarter of the depth.
 _TRANSFORMER_MEDIUM = dict(
@@ -83,30 +55,25 @@ _TRANSFORMER_DEMO = dict(
     caption_channels=64, sparse1d=False, sparse_n=1, sample_size_h=8, sample_size_w=12, sample_size_t=5,
 )
 _WFVAE_D8 = dict(norm_type="layernorm", t_interpolation="trilinear")
-_WFVAE_TINY = dict(
-    _WFVAE_D8,
-    base_channels=8,
-    encoder_energy_flow_hidden_size=4,
-    decoder_energy_flow_hidden_size=12,
-)
+_WFVAE_TINY = dict(_WFVAE_D8, base_channels=8, encoder_energy_flow_hidden_size=4, decoder_energy_flow_hidden_size=12)
 _WFVAE_DEMO = dict(_WFVAE_D8, base_channels=16, encoder_energy_flow_hidden_size=8, decoder_energy_flow_hidden_size=16)
 _T5_TINY = dict(
     vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
     is_encoder_decoder=False, relative_attention_num_buckets=8,
 )
 
+_INPAINT, _T2V = "OpenSoraInpaint_v1_3", "OpenSoraT2V_v1_3"
 PRESETS: dict[str, Preset] = {
-    "OpenSoraInpaint_v1_3-2B/122": Preset("transformer", "OpenSoraInpaint_v1_3", dict(_TRANSFORMER_2B, vae_scale_factor_t=4),
+    "OpenSoraInpaint_v1_3-2B/122": Preset("transformer", _INPAINT, dict(_TRANSFORMER_2B, vae_scale_factor_t=4),
                                           "the released I2V/inpainting transformer (2.78 B parameters)"),
-    "OpenSoraT2V_v1_3-2B/122": Preset("transformer", "OpenSoraT2V_v1_3", _TRANSFORMER_2B,
+    "OpenSoraT2V_v1_3-2B/122": Preset("transformer", _T2V, _TRANSFORMER_2B,
                                       "the released text-to-video transformer (2.77 B parameters)"),
-    "OpenSoraInpaint_v1_3-medium": Preset("transformer", "OpenSoraInpaint_v1_3",
-                                          dict(_TRANSFORMER_MEDIUM, vae_scale_factor_t=4),
+    "OpenSoraInpaint_v1_3-medium": Preset("transformer", _INPAINT, dict(_TRANSFORMER_MEDIUM, vae_scale_factor_t=4),
                                           "8 layers x 576 wide, for CPU benchmarks"),
-    "OpenSoraInpaint_v1_3-tiny": Preset("transformer", "OpenSoraInpaint_v1_3", dict(_TRANSFORMER_TINY, vae_scale_factor_t=4),
+    "OpenSoraInpaint_v1_3-tiny": Preset("transformer", _INPAINT, dict(_TRANSFORMER_TINY, vae_scale_factor_t=4),
                                         "4 layers x 48 wide, for tests"),
-    "OpenSoraT2V_v1_3-tiny": Preset("transformer", "OpenSoraT2V_v1_3", _TRANSFORMER_TINY, "4 layers x 48 wide"),
-    "OpenSoraInpaint_v1_3-demo": Preset("transformer", "OpenSoraInpaint_v1_3", dict(_TRANSFORMER_DEMO, vae_scale_factor_t=4),
+    "OpenSoraT2V_v1_3-tiny": Preset("transformer", _T2V, _TRANSFORMER_TINY, "4 layers x 48 wide"),
+    "OpenSoraInpaint_v1_3-demo": Preset("transformer", _INPAINT, dict(_TRANSFORMER_DEMO, vae_scale_factor_t=4),
                                         "6 layers x 144 wide, the bundled demo model"),
     "WFVAEModel_D8_4x8x8-demo": Preset("vae", "WFVAEModel", _WFVAE_DEMO, "base width 16, the bundled demo model"),
     "WFVAEModel_D8_4x8x8": Preset("vae", "WFVAEModel", _WFVAE_D8, "the released WF-VAE (145.6 M parameters)"),
@@ -119,7 +86,7 @@ PRESETS: dict[str, Preset] = {
 
 def model_class(class_name: str) -> type:
     """The class behind a `_class_name` (ours, or a transformers encoder)."""
-    if class_name in ("OpenSoraT2V_v1_3", "OpenSoraInpaint_v1_3"):
+    if class_name in (_T2V, _INPAINT):
         from opensora_cli.models import transformer_opensora
 
         return getattr(transformer_opensora, class_name)
@@ -181,20 +148,14 @@ def randomise_weights_(model: torch.nn.Module, generator: torch.Generator) -> No
                 param.copy_(0.05 * torch.randn(param.shape, generator=generator))
 
 
-def write_random_model_folder(
-    root: str | Path,
-    transformer: str | None = "OpenSoraInpaint_v1_3-tiny",
-    vae: str | None = "WFVAEModel_D8_4x8x8-tiny",
-    text_encoder: str | None = "t5-tiny",
-    seed: int = 0,
-    max_shard_size: str = "5GB",
-) -> dict[str, Path]:
+def write_random_model_folder(root: str | Path, transformer: str | None = "OpenSoraInpaint_v1_3-tiny",
+                              vae: str | None = "WFVAEModel_D8_4x8x8-tiny", text_encoder: str | None = "t5-tiny",
+                              seed: int = 0, max_shard_size: str = "5GB") -> dict[str, Path]:
     """Write `root/{transformer,vae,text_encoder}` with random weights, each loadable like the released folders.
 
-    The transformer is saved in diffusers' sharded layout when it exceeds `max_shard_size` (the released
-    transformer is two shards and an index); the text encoder folder holds a transformers T5 encoder and
-    the file-less ByT5 tokenizer, so no download is needed. A part given as None is not written; the
-    transformer reads text states as wide as the text encoder's (when both are written).
+    The transformer is sharded beyond `max_shard_size` (as the released one: two shards and an index); the text
+    encoder folder holds a T5 encoder and the file-less ByT5 tokenizer (no download). A part given as None is
+    not written; the transformer reads text states as wide as the text encoder's.
 
     Returns:
         {part: path} for the parts written.

@@ -38,10 +38,9 @@ class TextEncoder(nn.Module):
         encoder: a transformers `T5EncoderModel` / `MT5EncoderModel` / `UMT5EncoderModel`.
         tokenizer: the matching tokenizer.
         max_length: tokens per prompt (truncated to it).
-        padding: "max_length" pads every batch to `max_length` tokens, as the reference does; "longest" pads
-            only to the batch's longest prompt. The states of real tokens and the transformer's output are the
-            same either way (padding is masked out in both), but short prompts then cost a fraction of the
-            encoder and cross-attention work (a 40-token prompt instead of 512 slots).
+        padding: "max_length" pads every batch to `max_length` tokens, as the reference does; "longest" only to
+            the batch's longest prompt: the same states and transformer output (padding is masked out in both)
+            for a fraction of the encoder and cross-attention work.
     """
 
     def __init__(self, encoder: nn.Module, tokenizer, max_length: int = DEFAULT_MAX_LENGTH,
@@ -68,14 +67,9 @@ class TextEncoder(nn.Module):
         return self.encoder.dtype
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str | None = None,
-        max_length: int = DEFAULT_MAX_LENGTH,
-        padding: str = "max_length",
-    ) -> TextEncoder:
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32,
+                        device: torch.device | str | None = None, max_length: int = DEFAULT_MAX_LENGTH,
+                        padding: str = "max_length") -> TextEncoder:
         """Load encoder and tokenizer from a local folder (config.json, weights, tokenizer files)."""
         import transformers
 
@@ -85,14 +79,11 @@ class TextEncoder(nn.Module):
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
         class_name = _ENCODER_CLASSES.get(config.model_type)
         if class_name is None:
-            raise ModelLoadError(
-                f"{folder}: model type '{config.model_type}' is not a T5-family encoder — use one of "
-                f"{', '.join(sorted(_ENCODER_CLASSES))}"
-            )
-        encoder_class = getattr(transformers, class_name)
+            raise ModelLoadError(f"{folder}: model type '{config.model_type}' is not a T5-family encoder — use one "
+                                 f"of {', '.join(sorted(_ENCODER_CLASSES))}")
         transformers.utils.logging.disable_progress_bar()  # our own progress display owns the terminal
         try:
-            encoder = encoder_class.from_pretrained(folder, dtype=dtype, local_files_only=True)
+            encoder = getattr(transformers, class_name).from_pretrained(folder, dtype=dtype, local_files_only=True)
             tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{folder}: cannot load the text encoder ({exc})") from exc
@@ -101,15 +92,8 @@ class TextEncoder(nn.Module):
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask, both (B, L) int64: L = max_length, or the longest prompt's length."""
-        batch = self.tokenizer(
-            prompts,
-            padding=self.padding,
-            max_length=self.max_length,
-            truncation=True,
-            add_special_tokens=True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
+        batch = self.tokenizer(prompts, padding=self.padding, max_length=self.max_length, truncation=True,
+                               add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
         return batch.input_ids, batch.attention_mask
 
     @torch.no_grad()

@@ -64,14 +64,10 @@ class OpenSoraTransformerBlock(nn.Module):
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
-        self.attn1 = Attention(
-            dim, num_attention_heads, attention_head_dim, bias=attention_bias, dropout=dropout,
-            sparse_n=sparse_n, sparse_group=sparse_group and sparse_n > 1,
-        )
-        self.attn2 = Attention(
-            dim, num_attention_heads, attention_head_dim, cross_attention_dim=cross_attention_dim,
-            bias=attention_bias, dropout=dropout,
-        )
+        self.attn1 = Attention(dim, num_attention_heads, attention_head_dim, bias=attention_bias, dropout=dropout,
+                               sparse_n=sparse_n, sparse_group=sparse_group and sparse_n > 1)
+        self.attn2 = Attention(dim, num_attention_heads, attention_head_dim, cross_attention_dim=cross_attention_dim,
+                               bias=attention_bias, dropout=dropout)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
         self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn)  # keys net.0.proj, net.2
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
@@ -182,71 +178,44 @@ class OpenSoraT2V_v1_3(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         inner_dim = num_attention_heads * attention_head_dim
-        self._check_config(
-            inner_dim, num_layers, cross_attention_dim, patch_size_t, activation_fn, sparse_n,
-            only_cross_attention=only_cross_attention, double_self_attention=double_self_attention,
-            upcast_attention=upcast_attention,
-        )
+        checks = [
+            (num_layers >= 1, f"num_layers must be >= 1, got {num_layers}"),
+            (cross_attention_dim == inner_dim, "cross_attention_dim must equal num_attention_heads * attention_head_dim"
+             f" = {inner_dim} (the caption projection outputs that width), got {cross_attention_dim}"),
+            (patch_size_t == 1, f"patch_size_t must be 1 (patches are embedded per frame), got {patch_size_t}"),
+            (activation_fn in ("gelu-approximate", "gelu"),
+             f"activation_fn must be 'gelu-approximate' or 'gelu', got {activation_fn!r}"),
+            (sparse_n >= 1, f"sparse_n must be >= 1, got {sparse_n}"),
+        ] + [(not value, f"{name} must be False (no v1.3 model sets it), got {value}") for name, value in (
+            ("only_cross_attention", only_cross_attention), ("double_self_attention", double_self_attention),
+            ("upcast_attention", upcast_attention))]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise ValueError("invalid transformer config: " + "; ".join(problems))
 
         # Registration order reproduces the reference's state-dict key order.
         self.scale_shift_table = nn.Parameter(torch.randn(2, inner_dim) / inner_dim**0.5)
         self.caption_projection = PixArtAlphaTextProjection(caption_channels, inner_dim)  # GELU(tanh)
         self.pos_embed = PatchEmbed2D(in_channels, inner_dim, patch_size)
-        self.rope = RotaryEmbedding3D(
-            attention_head_dim,
-            (interpolation_scale_t, interpolation_scale_h, interpolation_scale_w),
-            reference_rounding=rope_reference_rounding,
-        )
-        self.transformer_blocks = nn.ModuleList(
-            [
-                OpenSoraTransformerBlock(
-                    inner_dim, num_attention_heads, attention_head_dim, cross_attention_dim,
-                    dropout=dropout,
-                    activation_fn=activation_fn,
-                    attention_bias=attention_bias,
-                    norm_elementwise_affine=norm_elementwise_affine,
-                    norm_eps=norm_eps,
-                    sparse_n=sparse_n if sparse1d and is_skiparse_block(i) else 1,
-                    sparse_group=i % 2 == 1,  # odd blocks group-skip, even blocks single-skip
-                )
-                for i in range(num_layers)
-            ]
-        )
+        scales = (interpolation_scale_t, interpolation_scale_h, interpolation_scale_w)
+        self.rope = RotaryEmbedding3D(attention_head_dim, scales, reference_rounding=rope_reference_rounding)
+        self.transformer_blocks = nn.ModuleList([
+            OpenSoraTransformerBlock(
+                inner_dim, num_attention_heads, attention_head_dim, cross_attention_dim, dropout=dropout,
+                activation_fn=activation_fn, attention_bias=attention_bias,
+                norm_elementwise_affine=norm_elementwise_affine, norm_eps=norm_eps,
+                sparse_n=sparse_n if sparse1d and is_skiparse_block(i) else 1,
+                sparse_group=i % 2 == 1,  # odd blocks group-skip, even blocks single-skip
+            )
+            for i in range(num_layers)
+        ])
         self.norm_out = nn.LayerNorm(inner_dim, elementwise_affine=False, eps=1e-6)
         self.proj_out = nn.Linear(inner_dim, patch_size_t * patch_size * patch_size * out_channels)
         self.adaln_single = AdaLayerNormSingle(inner_dim)
 
         # The distinct self-attention layouts, (sparse_n, group): one mask each per forward.
-        self._attention_layouts = sorted(
-            {(block.attn1.sparse_n, block.attn1.sparse_group) for block in self.transformer_blocks}
-        )
+        self._attention_layouts = sorted({(b.attn1.sparse_n, b.attn1.sparse_group) for b in self.transformer_blocks})
         self.gradient_checkpointing = False
-
-    @staticmethod
-    def _check_config(
-        inner_dim, num_layers, cross_attention_dim, patch_size_t, activation_fn, sparse_n, **must_be_false
-    ):
-        problems = []
-        if num_layers < 1:
-            problems.append(f"num_layers must be >= 1, got {num_layers}")
-        if cross_attention_dim != inner_dim:
-            problems.append(
-                f"cross_attention_dim must equal num_attention_heads * attention_head_dim = {inner_dim} (the "
-                f"caption projection outputs that width), got {cross_attention_dim}"
-            )
-        if patch_size_t != 1:
-            problems.append(f"patch_size_t must be 1 (patches are embedded per frame), got {patch_size_t}")
-        if activation_fn not in ("gelu-approximate", "gelu"):
-            problems.append(f"activation_fn must be 'gelu-approximate' or 'gelu', got {activation_fn!r}")
-        if sparse_n < 1:
-            problems.append(f"sparse_n must be >= 1, got {sparse_n}")
-        problems += [
-            f"{name} must be False (no v1.3 model sets it), got {value}"
-            for name, value in must_be_false.items()
-            if value
-        ]
-        if problems:
-            raise ValueError("invalid transformer config: " + "; ".join(problems))
 
     # -- attention processors (the sequence-parallel seam, see models/attention.py) --------------------------
 
@@ -332,9 +301,7 @@ class OpenSoraT2V_v1_3(ModelMixin, ConfigMixin):
         # 3. Transformer blocks
         for block in self.transformer_blocks:
             self_attention_mask = self_attention_masks[(block.attn1.sparse_n, block.attn1.sparse_group)]
-            args = (
-                hidden_states, encoder_hidden_states, modulation, self_attention_mask, text_bias, rotary_emb
-            )
+            args = (hidden_states, encoder_hidden_states, modulation, self_attention_mask, text_bias, rotary_emb)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, *args)
             else:
@@ -349,29 +316,22 @@ class OpenSoraT2V_v1_3(ModelMixin, ConfigMixin):
         hidden_states = hidden_states.reshape(batch, *local_grid, patch, patch, out_channels)
         hidden_states = hidden_states.permute(0, 6, 1, 2, 4, 3, 5)  # (B, C, T, H', p, W', p)
         output = hidden_states.reshape(batch, out_channels, frames, height, width)
-
-        if not return_dict:
-            return (output,)
-        return Transformer2DModelOutput(sample=output)
+        return Transformer2DModelOutput(sample=output) if return_dict else (output,)
 
     def _check_inputs(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor) -> None:
         patch = self.config.patch_size
         if hidden_states.ndim != 5 or hidden_states.shape[1] != self.input_channels:
-            raise ValueError(
-                f"hidden_states must be (B, {self.input_channels}, T, H, W), got {tuple(hidden_states.shape)}"
-            )
+            raise ValueError(f"hidden_states must be (B, {self.input_channels}, T, H, W), "
+                             f"got {tuple(hidden_states.shape)}")
         if hidden_states.shape[-2] % patch or hidden_states.shape[-1] % patch:
-            raise ValueError(
-                f"latent height and width must be multiples of patch_size {patch}, "
-                f"got {tuple(hidden_states.shape[-2:])}"
-            )
+            raise ValueError(f"latent height and width must be multiples of patch_size {patch}, "
+                             f"got {tuple(hidden_states.shape[-2:])}")
         text_shape = tuple(encoder_hidden_states.shape)
         if not (encoder_hidden_states.ndim == 3 or (encoder_hidden_states.ndim == 4 and text_shape[1] == 1)):
             raise ValueError(f"encoder_hidden_states must be (B, 1, L, C) or (B, L, C), got {text_shape}")
         if text_shape[-1] != self.config.caption_channels:
-            raise ValueError(
-                f"encoder_hidden_states width must be {self.config.caption_channels}, got {text_shape[-1]}"
-            )
+            raise ValueError(f"encoder_hidden_states width must be {self.config.caption_channels}, "
+                             f"got {text_shape[-1]}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -423,41 +383,13 @@ class OpenSoraInpaint_v1_3(OpenSoraT2V_v1_3):
         rope_reference_rounding: bool = False,
         vae_scale_factor_t: int = 4,
     ):
-        super().__init__(
-            num_attention_heads=num_attention_heads,
-            attention_head_dim=attention_head_dim,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            num_layers=num_layers,
-            dropout=dropout,
-            cross_attention_dim=cross_attention_dim,
-            attention_bias=attention_bias,
-            sample_size_h=sample_size_h,
-            sample_size_w=sample_size_w,
-            sample_size_t=sample_size_t,
-            patch_size=patch_size,
-            patch_size_t=patch_size_t,
-            activation_fn=activation_fn,
-            only_cross_attention=only_cross_attention,
-            double_self_attention=double_self_attention,
-            upcast_attention=upcast_attention,
-            norm_elementwise_affine=norm_elementwise_affine,
-            norm_eps=norm_eps,
-            caption_channels=caption_channels,
-            interpolation_scale_h=interpolation_scale_h,
-            interpolation_scale_w=interpolation_scale_w,
-            interpolation_scale_t=interpolation_scale_t,
-            sparse1d=sparse1d,
-            sparse_n=sparse_n,
-            rope_reference_rounding=rope_reference_rounding,
-        )
+        # every argument but our own, as given (the parent's register_to_config records them again, unchanged)
+        super().__init__(**{k: v for k, v in locals().items() if k not in ("self", "__class__", "vae_scale_factor_t")})
         inner_dim = num_attention_heads * attention_head_dim
-        self.pos_embed_masked_hidden_states = nn.Sequential(
-            PatchEmbed2D(in_channels, inner_dim, patch_size), _zero_linear(inner_dim)
-        )
-        self.pos_embed_mask = nn.Sequential(
-            PatchEmbed2D(vae_scale_factor_t, inner_dim, patch_size), _zero_linear(inner_dim)
-        )
+        self.pos_embed_masked_hidden_states = nn.Sequential(PatchEmbed2D(in_channels, inner_dim, patch_size),
+                                                            _zero_linear(inner_dim))
+        self.pos_embed_mask = nn.Sequential(PatchEmbed2D(vae_scale_factor_t, inner_dim, patch_size),
+                                            _zero_linear(inner_dim))
 
     @property
     def input_channels(self) -> int:

@@ -21,20 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".avi", ".mov", ".mkv", ".flv", ".wmv", ".webm", ".mpeg", ".mpg", ".3gp"}
-)
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".flv", ".wmv", ".webm", ".mpeg", ".mpg", ".3gp"})
 DEFAULT_FPS = 24.0
 
 
 def media_kind(path: str | os.PathLike) -> str | None:
     """'image', 'video' or None, from the file extension (case-insensitive)."""
     suffix = Path(path).suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
-        return "image"
-    if suffix in VIDEO_EXTENSIONS:
-        return "video"
-    return None
+    return "image" if suffix in IMAGE_EXTENSIONS else "video" if suffix in VIDEO_EXTENSIONS else None
 
 
 def _problem(reason: str, detail: str) -> PydanticCustomError:
@@ -44,31 +38,21 @@ def _problem(reason: str, detail: str) -> PydanticCustomError:
 
 def _positive_int(value: Any, allow_zero: bool = False) -> int | None:
     """An int > 0 (>= 0 with allow_zero) from an int or an integral float; None otherwise (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value % 1:  # a fraction, inf or nan
         return None
-    if isinstance(value, float) and not value.is_integer():
-        return None
-    value = int(value)
-    return value if value > 0 or (allow_zero and value == 0) else None
+    return int(value) if value > 0 or (allow_zero and value == 0) else None
 
 
 class AnnotationRecord(BaseModel):
-    """The fields every record needs. Other keys (`aesthetic`, `aes`, `tech`, `motion`, ...) are ignored.
-
-    Attributes:
-        path: the media path relative to the record's ROOT, with an image or video extension.
-        cap: the captions (one or more; at least one not blank).
-        resolution: (height, width) of the media as stored.
-        crop: (x0, x1, y0, y1) inside `resolution`, applied after decoding; None for the whole frame.
-    """
-
-    model_config = ConfigDict(frozen=True)
+    """The fields every record needs. Other keys (`aesthetic`, `aes`, `tech`, `motion`, ...) are ignored."""
 
     # Missing keys reach the validators as None (validate_default), so their messages say what was found.
-    path: str = Field(None, validate_default=True)
-    cap: tuple[str, ...] = Field(None, validate_default=True)
-    resolution: tuple[int, int] = Field(None, validate_default=True)
-    crop: tuple[int, int, int, int] | None = None
+    model_config = ConfigDict(frozen=True, validate_default=True)
+
+    path: str = None  # relative to the record's ROOT, with an image or video extension
+    cap: tuple[str, ...] = None  # one or more captions, at least one not blank
+    resolution: tuple[int, int] = None  # (height, width) as stored
+    crop: tuple[int, int, int, int] | None = None  # (x0, x1, y0, y1) inside `resolution`, applied after decoding
 
     @model_validator(mode="before")
     @classmethod
@@ -101,12 +85,10 @@ class AnnotationRecord(BaseModel):
     @field_validator("resolution", mode="before")
     @classmethod
     def _resolution(cls, resolution: Any) -> tuple[int, int]:
-        height = _positive_int(resolution.get("height")) if isinstance(resolution, dict) else None
-        width = _positive_int(resolution.get("width")) if isinstance(resolution, dict) else None
+        sides = (resolution.get("height"), resolution.get("width")) if isinstance(resolution, dict) else (None, None)
+        height, width = (_positive_int(side) for side in sides)
         if height is None or width is None:
-            raise _problem(
-                "bad resolution", f"'resolution' is {resolution!r:.80}; need positive height and width"
-            )
+            raise _problem("bad resolution", f"'resolution' is {resolution!r:.80}; need positive height and width")
         return height, width
 
     @field_validator("crop", mode="before")
@@ -122,33 +104,25 @@ class AnnotationRecord(BaseModel):
         return tuple(values)
 
     @property
-    def kind(self) -> str:
-        """'image' or 'video'."""
+    def kind(self) -> str:  # "image" or "video"
         return media_kind(self.path)
 
     @property
     def size(self) -> tuple[int, int]:
         """(height, width) after the crop."""
-        if self.crop is None:
-            return self.resolution
-        x0, x1, y0, y1 = self.crop
+        x0, x1, y0, y1 = self.crop or (0, self.resolution[1], 0, self.resolution[0])
         return y1 - y0, x1 - x0
 
 
 class VideoTiming(BaseModel):
-    """The fields a video record needs besides `AnnotationRecord`'s.
+    """The fields a video record needs besides `AnnotationRecord`'s."""
 
-    Attributes:
-        num_frames: frames in the clip (from `start` on).
-        fps: its frame rate (24 when left out).
-        start: the first frame used: `cut` = [start, end] (end is ignored, since num_frames gives the length).
-    """
+    model_config = ConfigDict(frozen=True, validate_default=True)
 
-    model_config = ConfigDict(frozen=True)
-
-    num_frames: int = Field(None, validate_default=True)
+    num_frames: int = None  # frames in the clip (from `start` on)
     fps: float = DEFAULT_FPS
-    start: int = Field(0, alias="cut")
+    # `cut` = [start, end]: the first frame used (end is ignored, since num_frames gives the length)
+    start: int = Field(None, alias="cut")
 
     @field_validator("num_frames", mode="before")
     @classmethod

@@ -4,14 +4,16 @@ command-line flags. Unknown keys are errors with a did-you-mean."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from opensora_cli.schemas.inputs import check_num_frames
 from opensora_cli.schemas.loading import load_yaml
 from opensora_cli.schemas.problems import Problem, did_you_mean, error_text, option_name
 from opensora_cli.schemas.resolution import MAX_MAX_HXW
+
+NumFrames = Annotated[int, AfterValidator(check_num_frames)]  # 1 + 4k; the error names the field
 
 
 class TrainConfig(BaseModel):
@@ -23,7 +25,7 @@ class TrainConfig(BaseModel):
     # data
     data: Path = Field(description="text file of 'VIDEO_ROOT,ANNOTATION.json' lines")
     mask_config: Path | None = None  # None: the reference's training mix
-    num_frames: int = 93
+    num_frames: NumFrames = 93
     max_hxw: int = MAX_MAX_HXW
     min_hxw: int | None = None  # None: max_hxw / 4, as the reference
     hw_stride: int = Field(32, ge=8)
@@ -74,11 +76,6 @@ class TrainConfig(BaseModel):
     deepspeed: Literal["zero2"] | None = None
     accelerate_config: Path | None = None  # multi-node: accelerate's config file, passed to its launcher
 
-    @field_validator("num_frames")
-    @classmethod
-    def _frames(cls, value: int) -> int:
-        return check_num_frames(value)
-
     @field_validator("latent_cache_mib")
     @classmethod
     def _cache_needs_mean(cls, value: int, info: ValidationInfo) -> int:
@@ -105,14 +102,14 @@ def load_train_config(config_file: Path | None, overrides: dict[str, Any]) -> tu
     problems: list[Problem] = []
     lines: dict[tuple, int] = {}
     if config_file is not None:
-        loaded, lines, problems = load_yaml(config_file, "config", "--config", "see README.md")
-        if loaded is None:
+        raw, lines, problems = load_yaml(config_file, "config", "--config", "see README.md")
+        if raw is None:
             return None, problems
-        raw = loaded
         for key in list(raw):
             normalised = str(key).replace("-", "_")
             if normalised not in FIELDS:
-                problems.append(Problem.of(label, lines.get((key,)), f"unknown key '{key}'", did_you_mean(normalised, FIELDS)))
+                problems.append(Problem.of(label, lines.get((key,)), f"unknown key '{key}'",
+                                           did_you_mean(normalised, FIELDS)))
                 raw.pop(key)
             elif normalised != key:
                 raw[normalised] = raw.pop(key)
@@ -123,15 +120,13 @@ def load_train_config(config_file: Path | None, overrides: dict[str, Any]) -> tu
         for error in exc.errors():
             name = str(error["loc"][0]) if error["loc"] else "config"
             what, fix = error_text(error)
-            if name in overrides and overrides[name] is not None or label is None:
-                where, line = option_name(name), None
-            else:
-                where, line = label, lines.get((name,))
+            flag = option_name(name)
             if error["type"] == "missing":
-                problems.append(Problem.of(option_name(name), None, "required",
-                                           f"give {option_name(name)} or '{name}:' in the --config file"))
-                continue
-            problems.append(Problem.of(where, line, f"{name}: {what}", fix))
+                problems.append(Problem.of(flag, None, "required", f"give {flag} or '{name}:' in the --config file"))
+            elif overrides.get(name) is not None or label is None:
+                problems.append(Problem.of(flag, None, f"{name}: {what}", fix))
+            else:
+                problems.append(Problem.of(label, lines.get((name,)), f"{name}: {what}", fix))
         return None, problems
     return (config, problems) if not problems else (None, problems)
 
@@ -145,7 +140,7 @@ class VaeTrainConfig(BaseModel):
     output_dir: Path = Path("vae_output")
     preset: str = "WFVAEModel_D8_4x8x8-demo"
     init: Path | None = None  # a VAE folder to continue from (e.g. trained on short clips first: cheaper)
-    num_frames: int = 9
+    num_frames: NumFrames = 9
     max_hxw: int = 6144
     min_hxw: int = 1024
     hw_stride: int = Field(16, ge=8)
@@ -164,12 +159,6 @@ class VaeTrainConfig(BaseModel):
     mixed_precision: Literal["no", "bf16"] = "no"
     dataloader_num_workers: int = Field(2, ge=0)
     calibration_batches: int = Field(16, ge=1)
-
-    @field_validator("num_frames")
-    @classmethod
-    def _num_frames(cls, value: int) -> int:  # a field validator, so the error names --num-frames
-        check_num_frames(value)
-        return value
 
 
 # ------------------------------------------------------------------------------------------------------------

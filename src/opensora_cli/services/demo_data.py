@@ -17,11 +17,8 @@ from opensora_cli.schemas.problems import first_problem
 
 
 def make_demo_data(options: dict[str, Any], progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Check `options` (the fields of `DemoDataRequest`), then write the data set and, with `examples`, the
-    quick-start examples.
-
-    Returns:
-        `data.synthetic.make_dataset`'s summary, with "examples" (the example folder or None).
+    """Check `options` (the fields of `DemoDataRequest`), write the data set and, with `examples`, the quick-start
+    examples; return `data.synthetic.make_dataset`'s summary with "examples" (that folder or None).
 
     Raises:
         InputError: a bad option value, or an output folder that is a file or is not empty (without overwrite).
@@ -36,15 +33,12 @@ def make_demo_data(options: dict[str, Any], progress: Callable[[int, int], None]
 
     from opensora_cli.data.synthetic import make_dataset, write_examples
 
-    summary = make_dataset(request.out_dir, clips=request.clips, images=request.images, frames=request.frames,
-                           height=request.height, width=request.width, seed=request.seed, heldout=request.heldout,
-                           progress=progress)
-    summary["examples"] = None
+    size = request.model_dump(include={"seed", "frames", "height", "width"})
+    summary = make_dataset(request.out_dir, clips=request.clips, images=request.images, heldout=request.heldout,
+                           progress=progress, **size)
     if request.examples is not None:
-        write_examples(request.examples, seed=request.seed, frames=request.frames, height=request.height,
-                       width=request.width)
-        summary["examples"] = str(request.examples)
-    return summary
+        write_examples(request.examples, **size)
+    return {**summary, "examples": None if request.examples is None else str(request.examples)}
 
 
 def _check_folder(path: Path, name: str, overwrite: bool) -> None:

@@ -1,7 +1,7 @@
 """Quality of generated videos in the synthetic demo domain (`data.synthetic`), measured against its metadata.
 
     entries = load_eval_set("demo_data/eval")
-    report = evaluate(entries, "demo_data/eval", "samples/i2v")  # outputs of `opensora sample`
+    report = evaluate(entries, "demo_data/eval", "samples/i2v", "i2v")  # outputs of `opensora sample`
     report.direction_accuracy, report.kept_psnr_mean, ...
 
 Metrics (no torch, numpy + decord + Pillow):
@@ -45,20 +45,13 @@ def psnr(a: np.ndarray, b: np.ndarray, cap: float = PSNR_CAP) -> float:
     if a.shape != b.shape:
         raise ValueError(f"psnr needs arrays of one shape, got {a.shape} and {b.shape}")
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    if mse == 0:
-        return cap
-    return min(cap, 10 * math.log10(255.0**2 / mse))
+    return cap if mse == 0 else min(cap, 10 * math.log10(255.0**2 / mse))
 
 
-def track_shape(
-    frames: np.ndarray, rgb: Sequence[int], max_distance: float = TRACK_DISTANCE, min_pixels: int = MIN_SHAPE_PIXELS
-) -> list[tuple[float, float] | None]:
-    """Centroid (x = column, y = row) of the pixels of colour `rgb` in each frame, or None where too few match.
-
-    Args:
-        frames: (T, H, W, 3) uint8.
-        rgb: the shape colour from the metadata.
-    """
+def track_shape(frames: np.ndarray, rgb: Sequence[int], max_distance: float = TRACK_DISTANCE,
+                min_pixels: int = MIN_SHAPE_PIXELS) -> list[tuple[float, float] | None]:
+    """Centroid (x = column, y = row) of the pixels of the shape colour `rgb` in each of the (T, H, W, 3) uint8
+    frames, or None where too few match."""
     distance = np.linalg.norm(frames.astype(np.float32) - np.asarray(rgb, np.float32), axis=-1)  # (T, H, W)
     centroids: list[tuple[float, float] | None] = []
     for match in distance <= max_distance:
@@ -182,26 +175,23 @@ class EvalReport:
 
     @property
     def kept_psnr_mean(self) -> float:
-        values = [p for s in self.scores for p in s.kept_psnr]
-        return float(np.mean(values)) if values else float("nan")
+        return _mean([p for s in self.scores for p in s.kept_psnr])
 
     @property
     def kept_good_share(self) -> float:
-        values = [p for s in self.scores for p in s.kept_psnr]
-        return float(np.mean([p > GOOD_PSNR for p in values])) if values else float("nan")
+        return _mean([p > GOOD_PSNR for s in self.scores for p in s.kept_psnr])
 
     @property
     def last_psnr_mean(self) -> float:
         """Transition: the mean PSNR of the last frame against the target last frame."""
-        values = [s.kept_psnr[-1] for s in self.scores if len(s.kept_psnr) == 2]
-        return float(np.mean(values)) if values else float("nan")
+        return _mean([s.kept_psnr[-1] for s in self.scores if len(s.kept_psnr) == 2])
 
     @property
     def end_reached_share(self) -> float:
         """Transition: share of videos whose final tracked centroid lies within END_TOLERANCE px of the target's
         (an untracked final frame counts as not reached)."""
-        values = [s.end_error is not None and s.end_error <= END_TOLERANCE for s in self.scores]
-        return float(np.mean(values)) if values and self.mode == "transition" else float("nan")
+        reached = [s.end_error is not None and s.end_error <= END_TOLERANCE for s in self.scores]
+        return _mean(reached if self.mode == "transition" else [])
 
     @property
     def untrackable(self) -> int:
@@ -210,17 +200,19 @@ class EvalReport:
     @property
     def direction_accuracy(self) -> float:
         """Share of trackable videos whose direction matches the prompt's."""
-        values = [s.found == s.expected for s in self.scores if s.trackable]
-        return float(np.mean(values)) if values else float("nan")
+        return _mean([s.found == s.expected for s in self.scores if s.trackable])
 
     @property
     def seconds_mean(self) -> float:
-        values = [s.seconds for s in self.scores if s.seconds is not None]
-        return float(np.mean(values)) if values else float("nan")
+        return _mean([s.seconds for s in self.scores if s.seconds is not None])
 
     @property
     def steps(self) -> list[int]:
         return sorted({s.steps for s in self.scores if s.steps is not None})
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 def score_video(entry: dict[str, Any], eval_dir: Path, frames: np.ndarray, mode: str) -> dict[str, Any]:
@@ -229,19 +221,16 @@ def score_video(entry: dict[str, Any], eval_dir: Path, frames: np.ndarray, mode:
 
     first = read_image(eval_dir / entry["first"])
     if frames.shape[1:] != first.shape:
-        raise InputError(
-            f"line {entry['line']}: generated frames are {frames.shape[1]}x{frames.shape[2]}, the eval set's "
-            f"{first.shape[0]}x{first.shape[1]} — sample with --crop-for-hw --height {first.shape[0]} "
-            f"--width {first.shape[1]}"
-        )
+        raise InputError(f"line {entry['line']}: generated frames are {frames.shape[1]}x{frames.shape[2]}, the eval "
+                         f"set's {first.shape[0]}x{first.shape[1]} — sample with --crop-for-hw --height "
+                         f"{first.shape[0]} --width {first.shape[1]}")
     kept = [psnr(frames[0], first)]
     centroids = track_shape(frames, entry["rgb"])
     end_error = None
     if mode == "transition":
         kept.append(psnr(frames[-1], read_image(eval_dir / entry["last"])))
         if centroids[-1] is not None:
-            target = entry["centroids"][-1]
-            end_error = math.dist(centroids[-1], target)
+            end_error = math.dist(centroids[-1], entry["centroids"][-1])
     return {
         "expected": entry["direction"],
         "found": direction_of(fitted_displacement(centroids)),
@@ -253,11 +242,8 @@ def score_video(entry: dict[str, Any], eval_dir: Path, frames: np.ndarray, mode:
 
 
 def evaluate(entries: list[dict[str, Any]], eval_dir: str | Path, outputs_dir: str | Path, mode: str) -> EvalReport:
-    """Score every output of `opensora sample` in `outputs_dir` against the held-out entry of its prompt line.
-
-    Args:
-        entries: from `load_eval_set(eval_dir)`.
-        mode: "i2v" (outputs of eval/conds.txt) or "transition" (outputs of eval/transition_conds.txt).
+    """Score every output of `opensora sample` in `outputs_dir` against its prompt line's entry of `entries`
+    (`load_eval_set(eval_dir)`); `mode` "i2v" (outputs of eval/conds.txt) or "transition" (of transition_conds.txt).
 
     Raises:
         InputError: a sidecar whose line or prompt is not the eval set's, a missing or undecodable video, a
@@ -271,10 +257,8 @@ def evaluate(entries: list[dict[str, Any]], eval_dir: str | Path, outputs_dir: s
         line = sidecar["line"]
         entry = entries[line - 1] if isinstance(line, int) and 1 <= line <= len(entries) else None
         if entry is None or sidecar.get("prompt", entry["caption"]) != entry["caption"]:
-            raise InputError(
-                f"{video}: line {line} ({sidecar.get('prompt')!r}) is not line {line} of {eval_dir / 'prompts.txt'} "
-                "— sample with that prompts file"
-            )
+            raise InputError(f"{video}: line {line} ({sidecar.get('prompt')!r}) is not line {line} of "
+                             f"{eval_dir / 'prompts.txt'} — sample with that prompts file")
         frames = read_frames(video, int(sidecar.get("num_frames", entry["frames"])))
         scores = score_video(entry, eval_dir, frames, mode)
         report.scores.append(VideoScore(line=line, video=video.name, seconds=sidecar.get("seconds"),

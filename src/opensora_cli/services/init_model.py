@@ -8,13 +8,12 @@ from opensora_cli.errors import InputError
 
 
 def init_model(output_dir: Path, presets: dict[str, str | None], seed: int = 0) -> dict[str, Path]:
-    """Write `output_dir/{transformer,vae,text_encoder}` with random weights (see
-    `models.registry.write_random_model_folder`).
+    """Write `output_dir/{transformer,vae,text_encoder}` with random weights (`write_random_model_folder`), and
+    `model_index.json` when both the transformer and the VAE are written.
 
     Args:
         output_dir: a new or empty folder.
         presets: {"transformer" | "vae" | "text_encoder": a preset of that part, or None to leave it out}.
-        seed: the seed of the random weights.
 
     Returns:
         {part: folder} for the parts written.

@@ -8,7 +8,7 @@ from typing import Any
 
 from opensora_cli.errors import InputError, MissingDependencyError, TrainingDiverged
 from opensora_cli.schemas.events import SilentTrainReporter, TrainReporter
-from opensora_cli.schemas.problems import Problem
+from opensora_cli.schemas.problems import Problem, did_you_mean
 from opensora_cli.schemas.train import TrainConfig, TrainResult, load_train_config
 
 
@@ -25,8 +25,6 @@ def resolve_train_dirs(config: TrainConfig) -> tuple[dict[str, Path], list[Probl
         if (folder / "transformer" / "config.json").is_file() or (folder / "config.json").is_file():
             model = folder
         else:
-            from opensora_cli.schemas.problems import did_you_mean
-
             problems.append(Problem.of("--model", None, f"'{config.model}' is neither a model folder nor a preset",
                                        did_you_mean(config.model, tuple(PRESETS))))
     dirs, folder_problems = find_model_folders(model, {"vae": config.vae, "text_encoder": config.text_encoder})

@@ -25,7 +25,7 @@ def train_vae(options: dict[str, Any], reporter: TrainReporter | None = None) ->
         config = VaeTrainConfig.model_validate(options)
     except ValidationError as exc:
         raise InputError(first_problem(exc)) from None
-    from opensora_cli.data.dataset import load_data_description
+    from opensora_cli.data.annotations import load_data_description
     from opensora_cli.training import vae
 
     load_data_description(config.data)

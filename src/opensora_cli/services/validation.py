@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from opensora_cli.data.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaInfo, media_kind, probe
+from opensora_cli.data.media import MediaInfo, probe
 from opensora_cli.masks.planning import plan_line
+from opensora_cli.schemas.data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_kind
 from opensora_cli.schemas.inputs import (
     CondItem,
     CondSpec,

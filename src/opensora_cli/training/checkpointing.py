@@ -15,12 +15,10 @@ into a hidden temporary folder and renamed into place, so a killed run leaves ei
 none; `latest` picks the newest complete one.
 
 The links to the frozen models are relative (`../../models/vae`), so a checkpoint keeps working when the output
-folder and the model folders move together (another disk, another machine, another mount point); moving only
-one of them breaks the link, as it would any path. Copying instead would be self-contained but costs the text
-encoder's size (about 20 GB for mT5-XXL) per checkpoint, so it is only the fallback where links cannot be made:
-- no relative path between the two (Windows, different drives): an absolute link;
-- no symlinks at all (Windows without the privilege, some network filesystems): a copy whose files are hard
-  links where the filesystem allows them (no extra space), real copies where it does not.
+folder and the model folders move together. A copy would cost the text encoder's size (about 20 GB for
+mT5-XXL) per checkpoint, so links fall back to an absolute link where there is no relative path (Windows,
+different drives), and to a copy of hard links (real copies where the filesystem has none) where there are no
+symlinks at all.
 """
 
 from __future__ import annotations
@@ -61,7 +59,8 @@ def find_checkpoint(output_dir: Path, resume: str | None) -> Path | None:
     if not (path / STATE_FILE).is_file():
         from opensora_cli.errors import InputError
 
-        raise InputError(f"{path}: not a complete checkpoint (no {STATE_FILE}) — pass a checkpoint-N folder or 'latest'")
+        raise InputError(f"{path}: not a complete checkpoint (no {STATE_FILE}) — pass a checkpoint-N folder or "
+                         "'latest'")
     return path
 
 
@@ -80,26 +79,14 @@ def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, tor
 
 
 def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state = {}
-    for pid, values in meta["state"].items():
-        state[int(pid)] = {
-            name: tensors[f"{pid}.{name}"] if value == "tensor" else value for name, value in values.items()
-        }
+    state = {int(pid): {name: tensors[f"{pid}.{name}"] if v == "tensor" else v for name, v in values.items()}
+             for pid, values in meta["state"].items()}
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(
-    output_dir: Path,
-    step: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    lr_scheduler,
-    ema,
-    trainer_state: dict[str, Any],
-    links: dict[str, Path],
-    total_limit: int | None = None,
-    defaults: dict[str, Any] | None = None,
-) -> Path:
+def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    lr_scheduler, ema, trainer_state: dict[str, Any], links: dict[str, Path],
+                    total_limit: int | None = None, defaults: dict[str, Any] | None = None) -> Path:
     """Write checkpoint-<step> atomically (main process only) and prune the oldest beyond `total_limit`.
 
     Args:
@@ -155,11 +142,8 @@ def save_checkpoint(
 
 
 def link_model_folder(target: Path, link: Path) -> None:
-    """Make `link` lead to the folder `target`: a relative symlink when possible (see the module docstring).
-
-    The link is relative to the folder it is made in; `save_checkpoint` renames that folder within its parent,
-    so the relative path stays valid.
-    """
+    """Make `link` lead to the folder `target`: a relative symlink when possible (see the module docstring),
+    which stays valid when `save_checkpoint` renames the folder it is made in within its parent."""
     target = target.resolve()
     try:
         pointer: str | Path = os.path.relpath(target, link.parent.resolve())

@@ -37,33 +37,25 @@ class LatentCache:
     def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], max_bytes: int):
         self.encode = encode
         self.max_bytes = max_bytes
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
+        self.bytes = self.hits = self.misses = 0
         self._entries: OrderedDict[bytes, torch.Tensor] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __call__(self, *batches: torch.Tensor, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
-        """Latents of each (B, 3, T, H, W) host batch, as float32 on `device`.
-
-        All misses of all batches go through one `encode` call (moved to `device` in `dtype`), so a step with a
-        few new clips still costs one VAE pass.
-        """
+        """Latents of each (B, 3, T, H, W) host batch, as float32 on `device`. All misses of all batches go through
+        one `encode` call (moved to `device` in `dtype`), so a step with a few new clips still costs one VAE pass."""
         keys = [[digest(sample) for sample in batch] for batch in batches]
         found: dict[bytes, torch.Tensor] = {}
         missing: dict[bytes, torch.Tensor] = {}
         for batch, batch_keys in zip(batches, keys):
             for sample, key in zip(batch, batch_keys):
-                if key in found or key in missing:
-                    continue
-                cached = self._entries.get(key)
-                if cached is None:
-                    missing[key] = sample
-                else:
+                if key not in found and key in self._entries:
                     self._entries.move_to_end(key)
-                    found[key] = cached
+                    found[key] = self._entries[key]
+                elif key not in found:
+                    missing.setdefault(key, sample)
         self.misses += len(missing)
         self.hits += sum(len(k) for k in keys) - len(missing)
         if missing:

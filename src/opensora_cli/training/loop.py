@@ -1,12 +1,10 @@
 """The training loop: fine-tune the inpainting transformer with masks drawn from a mask config.
 
-Reads top to bottom: `train` runs the phases setup, models, data, optimiser (with the resume), loop, result;
-the loss of one micro-batch is `_loss`. Side effects (checkpoints, logs) happen on the main process only.
-
-Errors end as one line: a bad file met by a DataLoader worker comes back to the main process as data (see
-`data.dataset.ErrorsAsItems`) and is raised there with the last checkpoint; Ctrl-C becomes `TrainingInterrupted`
-(the step reached and the checkpoint to resume from). Resuming with options that differ from the checkpoint's
-run is allowed (a new learning rate is a common reason to resume) but reported, field by field.
+`train` runs the phases setup, models, data, optimiser (with the resume), loop, result; the loss of one
+micro-batch is `_loss`. Side effects (checkpoints, logs) happen on the main process only. A bad file met by a
+DataLoader worker comes back as data (`data.dataset.ErrorsAsItems`) and is raised here with the last checkpoint;
+Ctrl-C becomes `TrainingInterrupted`. Resuming with other options is allowed (a new learning rate is a common
+reason to resume) but reported, field by field.
 
 Determinism: every random draw of a step (timesteps, noise, posterior samples, condition noise) comes from a
 generator seeded by (seed, step, micro-batch, rank), and every data item from (seed, epoch, index); so a run
@@ -175,10 +173,8 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
         state.step += 1
         loss_value = accelerator.reduce(loss.detach().float(), reduction="mean").item()
         if not math.isfinite(loss_value):
-            raise TrainingDiverged(
-                f"the loss became {loss_value} at step {state.step}; stopped without saving — the last good "
-                f"checkpoint is {state.checkpoint or 'none (no checkpoint yet)'}"
-            )
+            raise TrainingDiverged(f"the loss became {loss_value} at step {state.step}; stopped without saving — the "
+                                   f"last good checkpoint is {state.checkpoint or 'none (no checkpoint yet)'}")
         now = time.perf_counter()
         seconds, step_started = now - step_started, now
         lr = lr_scheduler.get_last_lr()[0]
@@ -234,14 +230,9 @@ def _accelerator(config: TrainConfig):
 
         deepspeed_plugin = DeepSpeedPlugin(zero_stage=2, gradient_clipping=config.max_grad_norm)
     cpu = resolve_device(config.device).type == "cpu"
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision or ("no" if cpu else "bf16"),
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with=config.report_to,
-        project_dir=str(config.output_dir),
-        cpu=cpu,
-        deepspeed_plugin=deepspeed_plugin,
-    )
+    accelerator = Accelerator(mixed_precision=config.mixed_precision or ("no" if cpu else "bf16"),
+                              gradient_accumulation_steps=config.gradient_accumulation_steps, log_with=config.report_to,
+                              project_dir=str(config.output_dir), cpu=cpu, deepspeed_plugin=deepspeed_plugin)
     if accelerator.is_main_process:
         config.output_dir.mkdir(parents=True, exist_ok=True)
         if config.report_to:

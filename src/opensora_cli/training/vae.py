@@ -4,9 +4,8 @@ The released WF-VAE was trained with adversarial and perceptual losses on web vi
 simple part of that recipe, enough for small synthetic domains such as `opensora make-demo-data`'s shapes:
 a squared reconstruction error of posterior samples weighted towards what stands out from the background,
 plus `edge_weight` x L1 of the spatial gradients (sharp edges), plus `kl_weight` x KL; Adam with a cosine
-decay. At the end the
-latent scale and shift (per channel, from the posterior means of the training data) are written into the
-saved config, so latents have roughly zero mean and unit variance for the transformer.
+decay. At the end the latent scale and shift (per channel, from the posterior means of the training data) are
+written into the saved config, so latents have roughly zero mean and unit variance for the transformer.
 """
 
 from __future__ import annotations
@@ -103,8 +102,8 @@ def train_vae(config: VaeTrainConfig, reporter: TrainReporter) -> VaeTrainResult
             posterior = vae.encode(x).latent_dist
             reconstruction = vae.decode(posterior.sample(generator)).sample
         reconstruction = reconstruction.float()
-        loss = reconstruction_loss(reconstruction, x, config.foreground_weight)
-        loss = loss + config.edge_weight * edge_loss(reconstruction, x) + config.kl_weight * posterior.kl().float().mean()
+        loss = (reconstruction_loss(reconstruction, x, config.foreground_weight)
+                + config.edge_weight * edge_loss(reconstruction, x) + config.kl_weight * posterior.kl().float().mean())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -5,9 +5,7 @@ Every video and picture the package writes goes through here, so encoder setting
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,40 +41,21 @@ def write_video(
     suffix = path.suffix.lower()
     if suffix == ".png":
         return write_image(path, frames[0])
-    if suffix == ".gif":
-        from PIL import Image
+    with atomic_path(path) as tmp:
+        if suffix == ".gif":
+            from PIL import Image
 
-        with atomic_path(path) as tmp:
             first, *rest = (Image.fromarray(frame) for frame in frames)
             first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=round(1000 / fps), loop=0)
-        return path
-    with video_stream(path, fps, crf, macro_block_size) as append:
-        append(frames)
+        else:
+            import imageio.v2 as imageio
+
+            with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
+                                    macro_block_size=macro_block_size, quality=None,
+                                    ffmpeg_params=["-crf", str(crf)]) as writer:
+                for frame in frames:
+                    writer.append_data(frame)
     return path
-
-
-@contextlib.contextmanager
-def video_stream(
-    path: str | os.PathLike, fps: float, crf: int = VIDEO_CRF, macro_block_size: int = 1
-) -> Iterator[Callable[[np.ndarray], None]]:
-    """An H.264 mp4 written a batch of frames at a time, so a long video never has to fit in memory.
-
-    Yields `append(frames)`, frames (T, H, W, 3) uint8 of one size; the file appears at `path` (renamed from a
-    temporary file) only when the block ends without an error.
-    """
-    import imageio.v2 as imageio
-
-    with atomic_path(path) as tmp, imageio.get_writer(
-        tmp, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=macro_block_size,
-        quality=None, ffmpeg_params=["-crf", str(crf)],
-    ) as writer:
-        def append(frames: np.ndarray) -> None:
-            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-                raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-            for frame in frames:
-                writer.append_data(frame)
-
-        yield append
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
