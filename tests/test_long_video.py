@@ -219,3 +219,32 @@ def test_two_processes_make_the_same_long_videos_as_one(installed_cli, lines, wi
         else:  # attention sums in another order over the gathered sequence (see test_sample's --sp test)
             diff = np.abs(a.astype(int) - b.astype(int))
             assert diff.mean() < 0.1 and diff.max() <= 24
+
+
+def test_mask_preview_draws_the_windows_on_the_timeline(cli, lines, tmp_path):
+    conds = f"{lines / 'start.png'}@0,{lines / 'end.png'}@-1"
+    result = cli("mask-preview", "--conds", conds, "-n", "161", "--out", tmp_path / "w.png")
+    assert result.code == 0, result.err
+    assert "2 windows of 93 frames, each keeping 25 of the one before" in result.out  # the released model's
+    assert "▓ kept from the window before" in result.out
+    from PIL import Image
+
+    assert Image.open(tmp_path / "w.png").size[0] >= 161 * 4
+    demo = json.loads(cli("mask-preview", "--conds", conds, "-n", "45", "--model",
+                          _demo_model(), "--json").out)
+    assert [(w["start"], w["frames"], w["kept"]) for w in demo["windows"]] == [
+        (0, 17, [0]), (12, 17, [0, 1, 2, 3, 4]), (24, 17, [0, 1, 2, 3, 4]), (36, 9, [0, 1, 2, 3, 4, 8])]
+    assert demo["frames"][0] == 0 and demo["frames"][44] == 0 and demo["frames"].count(0) == 2
+    short = json.loads(cli("mask-preview", "--conds", conds, "-n", "93", "--json").out)
+    assert "windows" not in short  # a video of one window previews as it always did
+
+
+def test_mask_preview_refuses_an_overlap_that_leaves_nothing_to_generate(cli, lines):
+    result = cli("mask-preview", "--mask-type", "i2v", "-n", "45", "--model", _demo_model(), "--overlap", "17")
+    assert result.code == 1 and "--overlap" in result.err and "leave nothing to generate" in result.err
+
+
+def _demo_model():
+    from opensora_cli.services.model_folders import bundled_model_dir
+
+    return bundled_model_dir()

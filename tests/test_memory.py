@@ -46,14 +46,20 @@ def test_the_estimate_grows_with_the_video_and_tiling_bounds_the_decoder():
     assert memory.estimate(DIRS, 17, 64, 96, "fp32", "cpu", False, True).activations * 2 == small.activations
 
 
-def test_a_runaway_frame_count_is_refused_before_any_model_loads(cli, tmp_path):
+def test_a_runaway_frame_count_or_size_is_refused_before_any_model_loads(cli, tmp_path):
     demo = REPO / "examples" / "demo"
     (tmp_path / "p.txt").write_text("a yellow triangle moves to the right\n")
     (tmp_path / "c.txt").write_text(f"{demo / 'i2v.png'}\n")
+    # The demo model makes videos longer than its 17 frames in windows (one in memory at a time), so a runaway
+    # frame count is stopped by the length guard, and the memory check is met by a runaway size instead.
     result = cli("sample", "-p", "p.txt", "-c", "c.txt", "--num-frames", "400001")
     said = result.out + result.err
-    assert result.code == 1 and "--num-frames: a 400001-frame 64x96 video needs about" in said
-    assert "free memory is" in said and "fewer frames (--num-frames 200001)" in said
+    assert result.code == 1 and "--num-frames: 400001 frames is over 100 times the model's trained length" in said
+    assert "no model was loaded" in said and not (tmp_path / "samples").exists()
+    result = cli("sample", "-p", "p.txt", "-c", "c.txt", "--crop-for-hw", "--height", "8192", "--width", "16384")
+    said = result.out + result.err
+    assert result.code == 1 and "--num-frames: a 17-frame 8192x16384 video needs about" in said
+    assert "free memory is" in said and "a smaller size" in said
     assert "no model was loaded" in said and not (tmp_path / "samples").exists()
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from opensora_cli.cli.common import VerboseOption, console
-from opensora_cli.cli.validate import MASK_TYPES
+from opensora_cli.cli.validate import MASK_TYPES, OverlapOption
 from opensora_cli.schemas.masks import MaskType
 
 
@@ -33,6 +33,10 @@ def mask_preview_command(
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Also write a picture: .png (labelled grid), .gif or .mp4 (animation)."
     ),
+    model: Optional[Path] = typer.Option(
+        None, "--model", help="The model whose trained length windows a long --num-frames [default: the released "
+        "model's 93]."),
+    overlap: Optional[int] = OverlapOption,
     json_output: bool = typer.Option(False, "--json", help="Print the masks as JSON instead of a timeline."),
     verbose: bool = VerboseOption,
 ) -> None:
@@ -40,7 +44,8 @@ def mask_preview_command(
     from opensora_cli.services.mask_preview import preview_masks
 
     result = preview_masks(dict(mask_type=mask_type, num_frames=num_frames, height=height, width=width, seed=seed,
-                                mask_config=mask_config, samples=samples, conds=conds, line=line, out=out))
+                                mask_config=mask_config, samples=samples, conds=conds, line=line, out=out,
+                                model=model, overlap=overlap))
     if json_output:
         import json
 
@@ -49,7 +54,8 @@ def mask_preview_command(
                           "latent_shape": list(result.latent_shape), "latent_mask": first.latent_mask,
                           "seed": result.seed, "height": result.height, "width": result.width,
                           "samples": [s.model_dump(mode="json") for s in result.samples],
-                          "out": str(result.out) if result.out else None}))
+                          "out": str(result.out) if result.out else None,
+                          **({"windows": [w.model_dump(mode="json") for w in result.windows]} if result.windows else {})}))
         return
     _print_timeline(result)
 
@@ -86,7 +92,37 @@ def _print_timeline(result) -> None:
     out.print(latent, soft_wrap=True)
     out.print("█ kept  ░ generated  (latent row: one cell per latent frame" + (" of mask 1" if many else "")
               + ", ▒ partly kept)", style="dim")
+    if result.windows:
+        _print_windows(out, result.windows, result.num_frames, label_width, span)
     if result.conds:
         out.print(f"conditions: {', '.join(result.conds)}", soft_wrap=True, markup=False)
     if result.out:
         out.print(f"wrote {result.out}", soft_wrap=True, markup=False)
+
+
+def _print_windows(out, windows, num_frames: int, label_width: int, span: int) -> None:
+    """A row per window on the long timeline: ▓ kept from the window before, █ a keyframe, ░ generated."""
+    from rich.text import Text
+
+    out.print(f"{len(windows)} windows of {windows[0].frames} frames, each keeping {windows[-1].overlap} of the one "
+              "before:", style="bold")
+    for start in range(0, num_frames, span):
+        stop = min(start + span, num_frames)
+        ruler = "".join(f"{i:<10}"[: min(10, stop - i)] for i in range(start, stop, 10))
+        out.print(Text(" " * (label_width + 2) + ruler, style="dim"), soft_wrap=True)
+        for window in windows:
+            if window.end <= start or window.start >= stop:
+                continue
+            row = Text(f"{'w' + str(window.index + 1):<{label_width}}  ")
+            keyframes = {window.start + f for f, _ in window.keyframes}
+            for frame in range(start, stop):
+                if not window.start <= frame < window.end:
+                    row.append(" ")
+                elif frame in keyframes:
+                    row.append("█", style="green")
+                elif frame < window.start + window.overlap:
+                    row.append("▓", style="cyan")
+                else:
+                    row.append("░", style="grey50")
+            out.print(row, soft_wrap=True)
+    out.print("▓ kept from the window before  █ keyframe  ░ generated", style="dim")

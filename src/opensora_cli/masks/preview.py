@@ -168,3 +168,46 @@ def render_animation(result: MaskPreviewResult, cond_frames: dict[int, np.ndarra
             y += block_h
         pictures.append(canvas)
     return pictures
+
+
+OVERLAP = (52, 120, 170)
+
+
+def render_windows(result: MaskPreviewResult, cond_frames: dict[int, np.ndarray]) -> Image.Image:
+    """A long video's windows on its timeline: one row per window, one cell per frame (blue = kept from the
+    window before, green = a keyframe, showing its image where `cond_frames` has one, grey = generated).
+
+    Args:
+        result: a preview with `windows`.
+        cond_frames: long-timeline frame index -> RGB uint8 (H, W, 3), as for `render_still`.
+    """
+    windows, frames = result.windows, result.num_frames
+    cell_w = max(4, min(24, 1600 // frames))
+    cell_h = max(8, round(cell_w * result.height / result.width))
+    width = max(2 * _PAD + frames * cell_w, 480)
+    canvas = Image.new("RGB", (width, 34 + len(windows) * (cell_h + 22) + 18), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((_PAD, 8), f"{frames} frames in {len(windows)} windows of {windows[0].frames}, {result.height}x"
+              f"{result.width}   (blue = kept from the window before, green = keyframe, grey = generated)",
+              fill=TEXT, font=_font(14))
+    y = 34
+    for window in windows:
+        draw.text((_PAD, y), f"window {window.index + 1}: frames {window.start}-{window.end - 1}, "
+                  f"{window.mask_type}" + (f", \"{window.prompt}\"" if window.prompt else ""), fill=TEXT,
+                  font=_font(11))
+        y += 16
+        keyframes = {window.start + f for f, _ in window.keyframes}
+        for frame in range(window.start, window.end):
+            x = _PAD + frame * cell_w
+            if frame in keyframes:
+                cell = _cell(True, cell_w, cell_h, cond_frames.get(frame), None)
+            elif frame < window.start + window.overlap:
+                cell = Image.new("RGB", (cell_w, cell_h), OVERLAP)
+            else:
+                cell = _cell(False, cell_w, cell_h, None, None)
+            canvas.paste(cell, (x, y))
+        y += cell_h + 6
+    ruler = ImageDraw.Draw(canvas)
+    for frame in range(0, frames, 10 if frames <= 200 else 50):
+        ruler.text((_PAD + frame * cell_w, y), str(frame), fill=MUTED, font=_font(10))
+    return canvas

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 
 from opensora_cli.schemas.masks import MaskType
+from opensora_cli.schemas.windows import Window
 
 PREVIEW_SUFFIXES = (".png", ".gif", ".mp4")
 
@@ -24,6 +25,8 @@ class MaskPreviewRequest(BaseModel):
     conds: str | None = None
     line: int = Field(1, ge=1)
     out: Path | None = None
+    model: Path | None = None  # whose trained length makes the windows of a long video (None: the released 93)
+    overlap: int | None = None
 
     @field_validator("out")
     @classmethod
@@ -50,3 +53,4 @@ class MaskPreviewResult(BaseModel):
     samples: list[MaskSample]
     conds: list[str] = Field(default_factory=list, description="condition files shown in kept frames")
     out: Path | None = None
+    windows: list[Window] | None = Field(None, description="a long video's windows (None: one window)")

@@ -21,11 +21,13 @@ from opensora_cli.masks.patterns import (
     latent_frame_count,
     pattern_from_indices,
 )
+from opensora_cli.schemas.defaults import RELEASED
 from opensora_cli.schemas.inputs import InputItem
 from opensora_cli.schemas.mask_config import MaskConfig, load_mask_config
 from opensora_cli.schemas.masks import MaskType
 from opensora_cli.schemas.preview import MaskPreviewRequest, MaskPreviewResult, MaskSample
 from opensora_cli.schemas.problems import first_problem
+from opensora_cli.schemas.windows import Window
 
 DEFAULT_PREVIEW_SIZE = (352, 640)
 VAE_STRIDE = (4, 8, 8)
@@ -49,20 +51,23 @@ def preview_masks(options: dict) -> MaskPreviewResult:
         raise UsageError("give --mask-type, or --conds or --mask-config to take mask types from")
 
     config = _load_config(request.mask_config)
-    item = _check_conds(request) if request.conds is not None else None
-    _check_frames_and_size(request, item)
+    window = _window_frames(request)
+    item = _check_conds(request, window) if request.conds is not None else None
+    _check_frames_and_size(request, item, window)
     height, width = _size(request, item)
+    windows = item.windows if item is not None else _windows(request, window)
 
     seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
-    samples = [_draw(request, config, item, rng) for _ in range(request.samples)]
+    samples = [_draw(request, config, item, rng, windows) for _ in range(request.samples)]
     latent_shape = (VAE_STRIDE[0], latent_frame_count(request.num_frames, VAE_STRIDE[0]), height // VAE_STRIDE[1],
                     width // VAE_STRIDE[2])
     result = MaskPreviewResult(seed=seed, num_frames=request.num_frames, height=height, width=width,
                                latent_shape=latent_shape, samples=samples, out=request.out,
-                               conds=item.conds if item is not None else [])
+                               conds=item.conds if item is not None else [], windows=windows)
     if request.out is not None:
-        cond_frames = _read_condition_frames(item, request.num_frames) if item is not None else {}
+        shown = windows[0].frames if windows and item is not None and item.frame_indices is None else request.num_frames
+        cond_frames = _read_condition_frames(item, shown) if item is not None else {}
         _write_preview(result, cond_frames, request.out)
     return result
 
@@ -80,11 +85,12 @@ def _read_condition_frames(item: InputItem, num_frames: int) -> dict[int, np.nda
 
 def _write_preview(result: MaskPreviewResult, cond_frames: dict[int, np.ndarray], out: Path) -> None:
     """Write `out` atomically: .png a still grid, .gif / .mp4 an animation at ANIMATION_FPS."""
-    from opensora_cli.masks.preview import render_animation, render_still
+    from opensora_cli.masks.preview import render_animation, render_still, render_windows
     from opensora_cli.utils.video import write_image, write_video
 
     if out.suffix.lower() == ".png":
-        write_image(out, np.asarray(render_still(result, cond_frames)))
+        render = render_windows if result.windows else render_still
+        write_image(out, np.asarray(render(result, cond_frames)))
     else:
         frames = np.stack([np.asarray(picture) for picture in render_animation(result, cond_frames)])
         write_video(out, frames, ANIMATION_FPS, crf=ANIMATION_CRF)
@@ -104,9 +110,34 @@ def _raise_problems(problems) -> None:
     raise InputError(problems[0].render() + more)
 
 
-def _check_conds(request: MaskPreviewRequest) -> InputItem:
+def _window_frames(request: MaskPreviewRequest) -> int | None:
+    """The trained length that windows a long video: the model's (None: unknown), else the released model's."""
+    if request.model is None:
+        return RELEASED["num_frames"]
+    from opensora_cli.services.model_folders import model_defaults, trained_frames
+
+    if not Path(request.model).is_dir():
+        raise InputError(f"--model: '{request.model}' is not a folder — pass a model folder")
+    return trained_frames(request.model, model_defaults(request.model))
+
+
+def _windows(request: MaskPreviewRequest, window: int | None) -> list[Window] | None:
+    """The windows of a long video without conditions (a line's come from its check)."""
+    from opensora_cli.schemas.windows import default_overlap, plan_windows
+
+    if window is None or request.num_frames <= window:
+        return None
+    overlap = request.overlap if request.overlap is not None else default_overlap(window)
+    plan = plan_windows(request.num_frames, window, overlap)
+    if plan.problems:
+        what, fix = plan.problems[0]
+        raise InputError(f"--overlap: {what} — {fix}")
+    return plan.windows
+
+
+def _check_conds(request: MaskPreviewRequest, window: int | None) -> InputItem:
     """Read the conditions (a line, or line `request.line` of a .txt file) and check them like validate-inputs."""
-    from opensora_cli.services.validation import LineChecker, build_request, read_lines
+    from opensora_cli.services.validation import LineChecker, length_problems, build_request, read_lines
 
     text, label, base, number = request.conds, "--conds", Path.cwd(), 1
     candidate = Path(request.conds).expanduser()
@@ -119,7 +150,9 @@ def _check_conds(request: MaskPreviewRequest) -> InputItem:
         text, label, base, number = lines[request.line - 1], str(candidate), candidate.parent, request.line
     fixed = request.height is not None or request.width is not None
     inputs, problems = build_request(dict(prompts=Path("-"), mask_type=request.mask_type, num_frames=request.num_frames,
-                                          height=request.height, width=request.width, crop_for_hw=fixed))
+                                          height=request.height, width=request.width, crop_for_hw=fixed,
+                                          trained_frames=window, overlap=request.overlap))
+    problems += length_problems(inputs)
     if problems:
         _raise_problems(problems)
     items, problems, _ = LineChecker(inputs, label, base).check([(number, "", text)])
@@ -128,13 +161,14 @@ def _check_conds(request: MaskPreviewRequest) -> InputItem:
     return items[0]
 
 
-def _check_frames_and_size(request: MaskPreviewRequest, item: InputItem | None) -> None:
+def _check_frames_and_size(request: MaskPreviewRequest, item: InputItem | None, window: int | None) -> None:
     if item is not None:
         return  # checked with the line
-    from opensora_cli.services.validation import build_request
+    from opensora_cli.services.validation import length_problems, build_request
 
-    _, problems = build_request(dict(prompts=Path("-"), num_frames=request.num_frames, height=request.height,
-                                     width=request.width))
+    inputs, problems = build_request(dict(prompts=Path("-"), num_frames=request.num_frames, height=request.height,
+                                          width=request.width, trained_frames=window, overlap=request.overlap))
+    problems += length_problems(inputs)
     if problems:
         _raise_problems(problems)
     if (request.height is None) != (request.width is None):
@@ -149,8 +183,18 @@ def _size(request: MaskPreviewRequest, item: InputItem | None) -> tuple[int, int
     return DEFAULT_PREVIEW_SIZE
 
 
-def _draw(request: MaskPreviewRequest, config: MaskConfig | None, item: InputItem | None, rng) -> MaskSample:
+def _draw(request: MaskPreviewRequest, config: MaskConfig | None, item: InputItem | None, rng,
+          windows: list[Window] | None) -> MaskSample:
     frames = request.num_frames
+    if windows and (item is None or item.frame_indices is None):
+        # A long video keeps its keyframes and, from a video, what its first window draws; the rest is generated.
+        mask_type = item.mask_type if item is not None else request.mask_type or MaskType.t2iv
+        first = [1] * windows[0].frames
+        if mask_type != MaskType.t2iv:
+            first = frame_pattern(mask_type, windows[0].frames, rng, min_clear_ratio=INFERENCE_CLEAR_RATIO,
+                                  max_clear_ratio=INFERENCE_CLEAR_RATIO)
+        pattern = first + [1] * (frames - len(first))
+        return MaskSample(mask_type=mask_type, frames=pattern, latent_mask=compress_pattern(pattern, VAE_STRIDE[0]))
     if item is not None and item.frame_indices is not None and item.mask_type != MaskType.t2iv:
         mask_type, pattern = item.mask_type, pattern_from_indices(frames, item.frame_indices)
     else:

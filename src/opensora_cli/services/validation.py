@@ -95,7 +95,7 @@ def check_inputs(request: InputsRequest, problems: Sequence[Problem] = ()) -> Va
         problems.append(Problem.of("--conds", None, f"mask type {request.mask_type} needs condition files",
                                    "pass --conds FILE with one line of images or a video per prompt"))
 
-    problems += _length_problems(request)
+    problems += length_problems(request)
     items: list[InputItem] = []
     if prompts is not None and cond_lines is not None:
         if not prompts:
@@ -121,7 +121,7 @@ def check_inputs(request: InputsRequest, problems: Sequence[Problem] = ()) -> Va
     return ValidationReport(ok=not problems, problems=problems, warnings=warnings, items=items)
 
 
-def _length_problems(request: InputsRequest) -> list[Problem]:
+def length_problems(request: InputsRequest) -> list[Problem]:
     """A video longer than the model's trained length is made in windows: that length must be known, and the
     overlap must leave each window something to generate."""
     frames, window, overlap = request.num_frames, request.window_frames, request.window_overlap

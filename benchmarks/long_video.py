@@ -1,0 +1,151 @@
+"""Long videos on the demo model: how well chained windows follow their prompts and how visible their joins are.
+
+    python benchmarks/long_video.py                 # 16 held-out images, 1, 3 and 6 windows, 25 steps
+    python benchmarks/long_video.py --lines 4 --steps 10   # quicker
+
+Held-out first frames come from `opensora make-demo-data` (a shape on a textured background). Each line is a
+storyboard that keeps the shape in frame: the held-out clip's direction for window 1, then the opposite
+direction, and so on, one prompt stretch per window (`p1 ||| @12 p2 ||| @24 p1 ...`). Printed per window count:
+
+- direction: the share of windows whose tracked motion (the shape's colour, a line fitted through its centroids
+  over the window's frames) goes the way its prompt says; untrackable windows (shape lost) are left out, counted.
+- seam: the mean frame-to-frame change across the joins (last kept frame -> first new frame of a window) over
+  the median change inside windows; 1.0 = a join looks like any other frame step.
+- drift: CIELAB delta-E (CIE76) between the mean background colour (pixels away from the shape's colour) of the
+  last window and of the first; below 2.3 is about the smallest difference a person notices.
+- seconds per window (from the sidecars) and the peak resident memory of the `opensora sample` process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from opensora_cli.services.evaluation import direction_of, fitted_displacement, track_shape
+
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+WINDOW, OVERLAP = 17, 5  # the demo model's trained length and the default overlap
+SHAPE_DISTANCE = 80.0  # a pixel this far (RGB) from the shape's colour is background
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) sRGB in 0..255 -> CIELAB (D65)."""
+    c = rgb.astype(np.float64) / 255.0
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = c @ np.array([[0.4124564, 0.2126729, 0.0193339], [0.3575761, 0.7151522, 0.1191920],
+                        [0.1804375, 0.0721750, 0.9503041]])
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def background_colour(frames: np.ndarray, rgb) -> np.ndarray:
+    """The mean colour of the pixels of (T, H, W, 3) frames that are not the shape's."""
+    far = np.linalg.norm(frames.astype(np.float32) - np.asarray(rgb, np.float32), axis=-1) > SHAPE_DISTANCE
+    return frames[far].reshape(-1, 3).mean(axis=0)
+
+
+def score(video: np.ndarray, sidecar: dict, entry: dict) -> dict:
+    windows = sidecar.get("windows") or [{"start": 0, "frames": len(video), "overlap": 0,
+                                          "prompt": sidecar["prompt"]}]
+    steps = np.abs(np.diff(video.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))  # change t -> t+1
+    joins = [w["start"] + w["overlap"] - 1 for w in windows[1:]]
+    inside = np.delete(steps, joins)
+    followed, lost = [], 0
+    for w in windows:
+        expected = w["prompt"].rsplit(" moves ", 1)[-1].removeprefix("to the ").split()[0]
+        found = direction_of(fitted_displacement(track_shape(video[w["start"]:w["start"] + w["frames"]],
+                                                             entry["rgb"])))
+        if found is None:
+            lost += 1
+        else:
+            followed.append(found == expected)
+    first, last = windows[0], windows[-1]
+    drift = np.linalg.norm(srgb_to_lab(background_colour(video[last["start"]:], entry["rgb"]))
+                           - srgb_to_lab(background_colour(video[:first["frames"]], entry["rgb"])))
+    return {"followed": followed, "lost": lost, "seam": float(steps[joins].mean() / np.median(inside)) if joins
+            else None, "drift": float(drift), "seconds": sidecar["seconds"] / len(windows)}
+
+
+def run_sample(args: list[str]) -> tuple[float, float]:
+    """Run `opensora sample ARGS`; (wall seconds, peak RSS in GiB of the process)."""
+    import psutil
+
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "opensora_cli", "sample", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    peak = 0
+    watched = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.Error:
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"opensora sample failed ({proc.returncode}): {err.strip()[-500:]}")
+    return time.perf_counter() - started, peak / 2**30
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=16, help="held-out images to start from")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--windows", default="1,3,6", help="window counts, comma-separated")
+    parser.add_argument("--work", type=Path, help="folder to keep the data and videos in [a temporary one]")
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="long-video-"))
+    data = work / "data"
+    if not (data / "eval" / "metadata.json").is_file():
+        subprocess.run([sys.executable, "-m", "opensora_cli", "make-demo-data", str(data), "--clips", "1",
+                        "--images", "1", "--heldout", str(args.lines), "--seed", str(args.seed), "--overwrite"],
+                       check=True, capture_output=True)
+    entries = json.loads((data / "eval" / "metadata.json").read_text())[: args.lines]
+
+    from opensora_cli.data.media import read_video
+
+    print("| windows | frames | direction followed | untrackable | seam (1.0 = invisible) | drift (delta-E) "
+          "| s / window | peak RSS |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for count in (int(c) for c in args.windows.split(",")):
+        frames = WINDOW + (count - 1) * (WINDOW - OVERLAP)
+        prompts, conds = work / f"prompts-{count}.txt", work / f"conds-{count}.txt"
+        lines = []
+        for entry in entries:
+            direction, stretches = entry["direction"], []
+            for k in range(count):
+                start = "" if k == 0 else f"@{k * (WINDOW - OVERLAP) + OVERLAP} "
+                stretches.append(f"{start}a {entry['colour']} {entry['shape']} moves {direction}")
+                direction = OPPOSITE[direction]
+            lines.append(" ||| ".join(stretches))
+        prompts.write_text("\n".join(lines) + "\n")
+        conds.write_text("\n".join(str(data / "eval" / e["first"]) for e in entries) + "\n")
+        out = work / f"out-{count}"
+        _, peak = run_sample(["--prompts", str(prompts), "--conds", str(conds), "--num-frames", str(frames),
+                              "--steps", str(args.steps), "--output-dir", str(out), "--json"])
+        scores = []
+        for sidecar_path, entry in zip(sorted(out.glob("*.json")), entries):
+            sidecar = json.loads(sidecar_path.read_text())
+            video = read_video(out / sidecar["video"], frames)
+            scores.append(score(video, sidecar, entry))
+        followed = [f for s in scores for f in s["followed"]]
+        seams = [s["seam"] for s in scores if s["seam"] is not None]
+        seam = f"{np.mean(seams):.2f}" if seams else "-"
+        print(f"| {count} | {frames} | {100 * np.mean(followed):.0f} % of {len(followed)} | "
+              f"{sum(s['lost'] for s in scores)} | {seam} | {np.mean([s['drift'] for s in scores]):.2f} | "
+              f"{np.mean([s['seconds'] for s in scores]):.2f} | {peak:.2f} GiB |")
+    print(f"\n(work folder: {work})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
