@@ -9,8 +9,8 @@ direction, and so on, one prompt stretch per window (`p1 ||| @12 p2 ||| @24 p1 .
 
 - direction: the share of windows whose tracked motion (the shape's colour, a line fitted through its centroids
   over the window's frames) goes the way its prompt says; untrackable windows (shape lost) are left out, counted.
-- seam: the mean frame-to-frame change across the joins (last kept frame -> first new frame of a window) over
-  the median change inside windows; 1.0 = a join looks like any other frame step.
+- seam: the mean over joins of the largest frame-to-frame change where one window hands over to the next (into,
+  through and out of the kept overlap) over the median change elsewhere; 1.0 = a join looks like any other step.
 - drift: CIELAB delta-E (CIE76) between the mean background colour (pixels away from the shape's colour) of the
   last window and of the first; below 2.3 is about the smallest difference a person notices.
 - seconds per window (from the sidecars) and the peak resident memory of the `opensora sample` process.
@@ -56,8 +56,11 @@ def score(video: np.ndarray, sidecar: dict, entry: dict) -> dict:
     windows = sidecar.get("windows") or [{"start": 0, "frames": len(video), "overlap": 0,
                                           "prompt": sidecar["prompt"]}]
     steps = np.abs(np.diff(video.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))  # change t -> t+1
-    joins = [w["start"] + w["overlap"] - 1 for w in windows[1:]]
-    inside = np.delete(steps, joins)
+    # A join is the stretch where one window hands over to the next: from the step into its kept overlap to the
+    # step out of it; its score is the largest step there (so a cross-fade cannot hide a jump by spreading it).
+    spans = [range(w["start"] - 1, w["start"] + w["overlap"]) for w in windows[1:]]
+    joins = [max(span, key=lambda t: steps[t]) for span in spans]
+    inside = np.delete(steps, [t for span in spans for t in span])
     followed, lost = [], 0
     for w in windows:
         expected = w["prompt"].rsplit(" moves ", 1)[-1].removeprefix("to the ").split()[0]

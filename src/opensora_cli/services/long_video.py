@@ -1,8 +1,10 @@
 """Long videos: a line's windows (`schemas.windows`) made one after another into one mp4.
 
 Window 1 is generated like a short video; window k+1 gets the last `overlap` frames window k made (its uint8
-pixels) as kept frames at its start, plus the line's keyframes that fall inside it. Each window's new frames are
-encoded as soon as it finishes, into an mp4 part in `.<video>.windows/` (with the request that made them); the
+pixels) as kept frames at its start, plus the line's keyframes that fall inside it. Each window's colours are
+matched to the frames it kept, and the video cross-fades from window k to window k+1 over their overlap (see
+`benchmarks/long_video.py` for what each does to the joins). Each window's frames are encoded as soon as it
+finishes, into an mp4 part in `.<video>.windows/` (with the request that made them); the
 video is the parts joined without encoding again. So a long video never has to fit in memory, and a killed run
 resumes at the first unfinished window and writes the same bytes as a run that was never stopped.
 """
@@ -74,7 +76,7 @@ class WindowStore:
             count -= 1
         return count, meta.get("first_kept", [])
 
-    def save(self, window: Window, frames: np.ndarray, kept: list[int], fps: float) -> None:
+    def save(self, window: Window, frames: np.ndarray, part: np.ndarray, kept: list[int], fps: float) -> None:
         """Keep a finished window: its frames (T, H, W, 3) uint8 as pixels, then its new frames as an mp4 part;
         each file is written whole or not at all, and the pixels of the window before are let go."""
         from opensora_cli.utils.video import write_video
@@ -85,7 +87,7 @@ class WindowStore:
                 tmp.write_text(json.dumps({"request": self.request, "first_kept": kept}))
         with atomic_path(self._pixels(window.index)) as tmp, open(tmp, "wb") as file:
             np.save(file, frames)
-        write_video(self.part(window.index), frames[window.overlap:], fps)
+        write_video(self.part(window.index), part, fps)
         self._pixels(window.index - 1).unlink(missing_ok=True)
 
     def pixels(self, index: int) -> np.ndarray:
@@ -124,10 +126,12 @@ def generate(make_window: Callable[[Window, list, list[int] | None, int], tuple[
     for window in windows[done:]:
         conditions, indices = _window_conditions(window, job, previous)
         frames, kept = make_window(window, conditions, indices, window_seed(job.seed, window.index))
+        if previous is not None:
+            frames = match_colours(frames, previous[len(previous) - window.overlap:], window.overlap)
         if window.index == 0:
             first_kept = kept
         if writer:
-            store.save(window, frames, kept, request.fps)
+            store.save(window, frames, _part(window, windows, frames, previous), kept, request.fps)
         previous = frames
     if writer:
         concat_videos([store.part(w.index) for w in windows], job.video)
@@ -138,6 +142,20 @@ def generate(make_window: Callable[[Window, list, list[int] | None, int], tuple[
                         sidecar=job.sidecar, seed=job.seed, mask_type=str(job.item.mask_type or windows[0].mask_type),
                         kept_frames=timeline_kept, seconds=seconds,
                         seconds_per_step=seconds / (request.steps * max(1, len(windows) - done)))
+
+
+def _part(window: Window, windows: list[Window], frames: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+    """The frames of the long video that a window writes: a cross-fade over its overlap from the window before's
+    frames to its own (so the hand-over is spread over the overlap instead of one jump), then its own frames up
+    to where the next window's overlap begins (the next one fades those in)."""
+    following = windows[window.index + 1].overlap if window.index + 1 < len(windows) else 0
+    body = frames[window.overlap:len(frames) - following]
+    if previous is None:
+        return body
+    tail = previous[len(previous) - window.overlap:].astype(np.float64)
+    weight = (np.arange(1, window.overlap + 1) / (window.overlap + 1)).reshape(-1, 1, 1, 1)
+    faded = np.rint(tail * (1 - weight) + frames[:window.overlap] * weight).astype(np.uint8)
+    return np.concatenate([faded, body])
 
 
 def _window_conditions(window: Window, job: Job, previous: np.ndarray | None) -> tuple[list, list[int] | None]:
@@ -151,3 +169,22 @@ def _window_conditions(window: Window, job: Job, previous: np.ndarray | None) ->
                                             for f in range(window.overlap) if f not in keyframes]
     items = sorted(overlap + [(f, conds[c]) for f, c in keyframes.items()], key=lambda pair: pair[0])
     return [item for _, item in items], [f for f, _ in items]
+
+
+def match_colours(frames: np.ndarray, kept: np.ndarray, overlap: int) -> np.ndarray:
+    """A window's frames with its colours brought back to the frames it kept.
+
+    The window was generated from the overlap frames it kept, yet what it makes of them comes out shifted (the
+    VAE's round trip and the denoising move the colours a little); that shift carries into its new frames and,
+    window after window, adds up. Per channel, the gain and offset that map the window's own version of the
+    overlap onto the kept pixels are applied to all its frames.
+
+    Args:
+        frames: the window's frames (T, H, W, 3) uint8.
+        kept: the frames it kept at its start (overlap, H, W, 3) uint8.
+    """
+    made = frames[:overlap].reshape(-1, 3).astype(np.float64)
+    target = kept.reshape(-1, 3).astype(np.float64)
+    gain = target.std(axis=0) / np.maximum(made.std(axis=0), 1e-6)
+    offset = target.mean(axis=0) - gain * made.mean(axis=0)
+    return np.clip(np.rint(frames.astype(np.float64) * gain + offset), 0, 255).astype(np.uint8)
