@@ -77,6 +77,27 @@ def score(video: np.ndarray, sidecar: dict, entry: dict) -> dict:
             else None, "drift": float(drift), "seconds": sidecar["seconds"] / len(windows)}
 
 
+def write_picture(video: np.ndarray, sidecar: dict, path: Path) -> None:
+    """Every second frame of a long video, one row per window (its new frames), with the window's prompt."""
+    from PIL import Image, ImageDraw
+
+    from opensora_cli.utils.video import write_image
+
+    windows = sidecar["windows"]
+    height, width = video.shape[1:3]
+    columns = (windows[0]["frames"] + 1) // 2
+    canvas = Image.new("RGB", (columns * (width + 2) + 4, len(windows) * (height + 18) + 4), (24, 24, 28))
+    draw = ImageDraw.Draw(canvas)
+    for row, w in enumerate(windows):
+        y = 4 + row * (height + 18)
+        draw.text((4, y), f"window {row + 1}: frames {w['start']}-{w['start'] + w['frames'] - 1}, "
+                  f"\"{w['prompt']}\"", fill=(235, 235, 235))
+        first = w["start"] + (w["overlap"] if row else 0)
+        for col, frame in enumerate(range(first, w["start"] + w["frames"], 2)):
+            canvas.paste(Image.fromarray(video[frame]), (4 + col * (width + 2), y + 14))
+    write_image(path, np.asarray(canvas))
+
+
 def run_sample(args: list[str]) -> tuple[float, float]:
     """Run `opensora sample ARGS`; (wall seconds, peak RSS in GiB of the process)."""
     import psutil
@@ -105,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", default="1,3,6", help="window counts, comma-separated")
     parser.add_argument("--work", type=Path, help="folder to keep the data and videos in [a temporary one]")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--picture", type=Path, help="write the frames of the longest run's first video here (.png)")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="long-video-"))
     data = work / "data"
@@ -146,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {count} | {frames} | {100 * np.mean(followed):.0f} % of {len(followed)} | "
               f"{sum(s['lost'] for s in scores)} | {seam} | {np.mean([s['drift'] for s in scores]):.2f} | "
               f"{np.mean([s['seconds'] for s in scores]):.2f} | {peak:.2f} GiB |")
+    if args.picture is not None:
+        sidecar = json.loads(sorted(out.glob("*.json"))[0].read_text())
+        write_picture(read_video(out / sidecar["video"], frames), sidecar, args.picture)
+        print(f"\nwrote {args.picture}")
     print(f"\n(work folder: {work})")
     return 0
 
