@@ -248,3 +248,16 @@ def _demo_model():
     from opensora_cli.services.model_folders import bundled_model_dir
 
     return bundled_model_dir()
+
+
+def test_the_disk_check_counts_a_long_videos_parts(lines, monkeypatch):
+    """Free space for a short video's file but not for a long one's parts, pixels and joined file."""
+    from opensora_cli.errors import ValidationFailed
+    from opensora_cli.services import outputs, sampling
+
+    usage = outputs.shutil._ntuple_diskusage(total=10**9, used=10**9 - 500_000, free=500_000)
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda path: usage)
+    (lines / "p.txt").write_text("a red square moves left\n")
+    assert sampling.plan(_options(lines, "out", 17)).jobs  # 0.13 MB needed
+    with pytest.raises(ValidationFailed, match="not enough free space"):
+        sampling.plan(_options(lines, "out", 45))  # 0.9 MB: the file, its parts and two windows of pixels

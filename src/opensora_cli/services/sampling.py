@@ -284,10 +284,9 @@ def plan_outputs(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     needed = 0
     for job in jobs:
         height, width = job.request["height"] or 0, job.request["width"] or 0
-        needed += estimate_output_bytes(request.num_frames, height, width)
-        if job.item.windows:  # its parts until they are joined, and two windows of pixels
-            needed += estimate_output_bytes(request.num_frames, height, width) + 2 * request.window_frames * \
-                height * width * 3
+        video = estimate_output_bytes(request.num_frames, height, width)
+        # A long video also holds its parts until they are joined, and two windows of pixels.
+        needed += 2 * video + 2 * request.window_frames * height * width * 3 if job.item.windows else video
     problems += check_output_dir(output_dir, needed)
     return (jobs, done), problems
 
