@@ -146,6 +146,7 @@ def test_validate_inputs_shows_the_window_plan(cli, lines):
     assert result.code == 0, result.out
     assert "4 windows of 17 (overlap 5): 0-16 i2v (keyframes 0)" in result.out
     assert "36-44 random_temporal (keyframes 44)" in result.out
+    assert "memory: the largest window (17x64x96) needs about" in result.out
     report = json.loads(cli("validate-inputs", "-p", lines / "p.txt", "-c", lines / "c.txt", "-n", "45",
                             "--overlap", "9", "--json").out)
     assert [w["start"] for w in report["items"][0]["windows"]] == [0, 8, 16, 24, 32]

@@ -87,7 +87,7 @@ def print_report(report: ValidationReport, console: Console, verbose: bool = Fal
                 console.print(f"line {item.line}: {cond.path} ({cond.kind}, {where})", markup=False, soft_wrap=True)
     if report.memory:
         m = report.memory
-        console.print(f"memory: the largest video ({m['video']}) needs about {m['cpu_fp32_gib']:.2f} GiB on a CPU "
+        console.print(f"memory: the largest {m.get('unit', 'video')} ({m['video']}) needs about {m['cpu_fp32_gib']:.2f} GiB on a CPU "
                       f"in fp32 ({m['host_free_gib']:.2f} GiB free here), {m['gpu_bf16_gib']:.2f} GiB on a GPU in "
                       "bf16", markup=False, soft_wrap=True)
     lines = len(report.items)

@@ -395,6 +395,7 @@ def estimate_memory(report: ValidationReport, request: InputsRequest) -> dict | 
         gpu = memory.estimate(dirs, frames, height, width, "bf16", "cuda", True, True)
     except (OSError, KeyError, ValueError, TypeError):
         return None  # sample names the broken config
-    return {"video": f"{frames}x{height}x{width}", "cpu_fp32_gib": round(cpu.peak / memory.GIB, 3),
+    unit = "window" if any(item.windows for item in report.items) else "video"  # a long video holds one at a time
+    return {"video": f"{frames}x{height}x{width}", "unit": unit, "cpu_fp32_gib": round(cpu.peak / memory.GIB, 3),
             "gpu_bf16_gib": round(gpu.peak / memory.GIB, 3), "host_free_gib":
             round((available_host_memory() or 0) / memory.GIB, 2)}
