@@ -8,7 +8,7 @@ storyboard that keeps the shape in frame: the held-out clip's direction for wind
 direction, and so on, one prompt stretch per window (`p1 ||| @12 p2 ||| @24 p1 ...`). Printed per window count:
 
 - direction: the share of windows whose tracked motion (the shape's colour, a line fitted through its centroids
-  over the window's frames) goes the way its prompt says; untrackable windows (shape lost) are left out, counted.
+  over the frames the window makes, from its last kept frame on) goes the way its prompt says; untrackable windows (shape lost) are left out, counted.
 - seam: the mean over joins of the largest frame-to-frame change where one window hands over to the next (into,
   through and out of the kept overlap) over the median change elsewhere; 1.0 = a join looks like any other step.
 - drift: CIELAB delta-E (CIE76) between the mean background colour (pixels away from the shape's colour) of the
@@ -31,7 +31,7 @@ import numpy as np
 from opensora_cli.services.evaluation import direction_of, fitted_displacement, track_shape
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
-WINDOW, OVERLAP = 17, 5  # the demo model's trained length and the default overlap
+WINDOW = 17  # the demo model's trained length
 SHAPE_DISTANCE = 80.0  # a pixel this far (RGB) from the shape's colour is background
 
 
@@ -64,8 +64,8 @@ def score(video: np.ndarray, sidecar: dict, entry: dict) -> dict:
     followed, lost = [], 0
     for w in windows:
         expected = w["prompt"].rsplit(" moves ", 1)[-1].removeprefix("to the ").split()[0]
-        found = direction_of(fitted_displacement(track_shape(video[w["start"]:w["start"] + w["frames"]],
-                                                             entry["rgb"])))
+        first = w["start"] + max(0, w["overlap"] - 1)  # from its last kept frame: the motion it makes itself
+        found = direction_of(fitted_displacement(track_shape(video[first:w["start"] + w["frames"]], entry["rgb"])))
         if found is None:
             lost += 1
         else:
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", default="1,3,6", help="window counts, comma-separated")
     parser.add_argument("--work", type=Path, help="folder to keep the data and videos in [a temporary one]")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--overlap", type=int, default=5, help="frames each window keeps (the demo's default: 5)")
     parser.add_argument("--picture", type=Path, help="write the frames of the longest run's first video here (.png)")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="long-video-"))
@@ -141,14 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| windows | frames | direction followed | untrackable | seam (1.0 = invisible) | drift (delta-E) "
           "| s / window | peak RSS |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    step = WINDOW - args.overlap
     for count in (int(c) for c in args.windows.split(",")):
-        frames = WINDOW + (count - 1) * (WINDOW - OVERLAP)
+        frames = WINDOW + (count - 1) * step
         prompts, conds = work / f"prompts-{count}.txt", work / f"conds-{count}.txt"
         lines = []
         for entry in entries:
             direction, stretches = entry["direction"], []
             for k in range(count):
-                start = "" if k == 0 else f"@{k * (WINDOW - OVERLAP) + OVERLAP} "
+                start = "" if k == 0 else f"@{k * step + args.overlap} "
                 stretches.append(f"{start}a {entry['colour']} {entry['shape']} moves {direction}")
                 direction = OPPOSITE[direction]
             lines.append(" ||| ".join(stretches))
@@ -156,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         conds.write_text("\n".join(str(data / "eval" / e["first"]) for e in entries) + "\n")
         out = work / f"out-{count}"
         _, peak = run_sample(["--prompts", str(prompts), "--conds", str(conds), "--num-frames", str(frames),
+                              "--overlap", str(args.overlap),
                               "--steps", str(args.steps), "--output-dir", str(out), "--json"])
         scores = []
         for sidecar_path, entry in zip(sorted(out.glob("*.json")), entries):
