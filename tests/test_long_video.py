@@ -166,6 +166,14 @@ def test_bad_long_video_requests_are_refused_before_loading(cli, lines, extra, w
     assert result.code == 1 and any(where in p["file"] and message in p["message"] for p in problems), problems
 
 
+def test_an_overlap_for_a_video_of_one_window_is_a_warning(cli, lines):
+    (lines / "p.txt").write_text("a red square moves left\n")
+    report = json.loads(cli("validate-inputs", "-p", lines / "p.txt", "-c", lines / "c.txt", "-n", "17",
+                            "--overlap", "9", "--json").out)
+    assert report["ok"] and report["warnings"][0]["file"] == "--overlap"
+    assert "one window, so the overlap is not used" in report["warnings"][0]["message"]
+
+
 def test_a_keyframe_outside_the_long_video_names_the_line(cli, lines):
     (lines / "c.txt").write_text("start.png@0,end.png@60\n")
     result = cli("validate-inputs", "-p", lines / "p.txt", "-c", lines / "c.txt", "-n", "45", "--json")

@@ -96,6 +96,9 @@ def check_inputs(request: InputsRequest, problems: Sequence[Problem] = ()) -> Va
                                    "pass --conds FILE with one line of images or a video per prompt"))
 
     problems += length_problems(request)
+    if request.overlap is not None and request.num_frames is not None and request.window_overlap is None:
+        warnings.append(Problem.of("--overlap", None, f"a {request.num_frames}-frame video is one window, so the "
+                                   "overlap is not used", "leave --overlap out, or ask for a longer video"))
     items: list[InputItem] = []
     if prompts is not None and cond_lines is not None:
         if not prompts:
