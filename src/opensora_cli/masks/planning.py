@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from opensora_cli.schemas.masks import MaskType
+from opensora_cli.schemas.masks import MaskType, mask_type_of
 
 
 @dataclass
@@ -91,7 +91,7 @@ def plan_line(
     if len(set(kept)) != len(kept):
         return fail(f"two images go to the same frame ({', '.join(map(str, kept))})",
                     "give each image its own frame index")
-    fitted = requested or _type_of_indices(kept, num_frames)
+    fitted = requested or mask_type_of(kept, num_frames)
     message = _mismatch(fitted, kept, num_frames)
     if message:
         problems.append((message, "change the images or their @frame indices, or choose another --mask-type"))
@@ -107,18 +107,6 @@ def _default_indices(mask_type: MaskType | None, count: int, frames: int) -> lis
     if mask_type in (MaskType.i2v, MaskType.transition, MaskType.continuation, MaskType.clear):
         return list(range(count))  # in order from frame 0; `_mismatch` says when that cannot fit the type
     return None  # random_temporal: where the images go is the user's choice
-
-
-def _type_of_indices(indices: list[int], frames: int) -> MaskType:
-    """The mask type that keeps exactly these frames."""
-    kept = sorted(indices)
-    if kept == [0]:  # first, so that one image of a one-frame video is i2v, as in the reference
-        return MaskType.i2v
-    if kept == [0, frames - 1]:
-        return MaskType.transition
-    if kept == list(range(frames)):
-        return MaskType.clear
-    return MaskType.random_temporal
 
 
 def _mismatch(mask_type: MaskType, indices: list[int], frames: int) -> str | None:

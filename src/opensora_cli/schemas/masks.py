@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -30,6 +30,27 @@ MASK_TYPE_NAMES: tuple[str, ...] = tuple(t.value for t in MaskType)
 
 # Single-frame samples (images) can only be generated from nothing or kept whole.
 IMAGE_MASK_TYPES: frozenset[MaskType] = frozenset({MaskType.t2iv, MaskType.clear})
+
+
+def mask_type_of(kept: Sequence[int], frames: int, leading_run: bool = False) -> MaskType:
+    """The mask type that keeps exactly the frames `kept` (0-based) of a `frames`-frame video.
+
+    Args:
+        leading_run: a run from frame 0 is `continuation` (a long video's window keeping its overlap); without,
+            it is `random_temporal`, as for images placed with `@N`.
+    """
+    kept = sorted(kept)
+    if not kept:
+        return MaskType.t2iv
+    if kept == [0]:  # first, so that one image of a one-frame video is i2v, as in the reference
+        return MaskType.i2v
+    if kept == [0, frames - 1]:
+        return MaskType.transition
+    if kept == list(range(frames)):
+        return MaskType.clear
+    if leading_run and kept == list(range(len(kept))):
+        return MaskType.continuation
+    return MaskType.random_temporal
 
 
 def normalise_ratios(ratios: Mapping[Any, float]) -> dict[MaskType, float]:

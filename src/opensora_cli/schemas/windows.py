@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from opensora_cli.schemas.masks import MaskType
+from opensora_cli.schemas.masks import MaskType, mask_type_of
 
 # The VAE's temporal compression: lengths are 1 + TEMPORAL_STRIDE * k frames.
 TEMPORAL_STRIDE = 4
@@ -81,18 +81,7 @@ class Window(BaseModel):
         """The mask its kept frames make (a window after the first keeps at least its overlap)."""
         if self.video_mask is not None:
             return self.video_mask
-        kept = self.kept
-        if not kept:
-            return MaskType.t2iv
-        if kept == list(range(self.frames)):
-            return MaskType.clear
-        if kept == [0]:
-            return MaskType.i2v
-        if kept == [0, self.frames - 1]:
-            return MaskType.transition
-        if kept == list(range(len(kept))):
-            return MaskType.continuation
-        return MaskType.random_temporal
+        return mask_type_of(self.kept, self.frames, leading_run=True)
 
 
 @dataclass(frozen=True)
