@@ -7,6 +7,7 @@ resumes and writes the same bytes as one never stopped; validate-inputs shows an
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,7 +145,7 @@ def test_a_store_made_with_another_request_is_not_reused(lines):
 def test_validate_inputs_shows_the_window_plan(cli, lines):
     result = cli("validate-inputs", "-p", lines / "p.txt", "-c", lines / "c.txt", "-n", "45")
     assert result.code == 0, result.out
-    assert "4 windows of 17 (overlap 5): 0-16 i2v (keyframes 0)" in result.out
+    assert "4 windows of 17 (overlap 5; time about 3.5x one 17-frame video): 0-16 i2v (keyframes 0)" in result.out
     assert "36-44 random_temporal (keyframes 44)" in result.out
     assert "memory: the largest window (17x64x96) needs about" in result.out
     report = json.loads(cli("validate-inputs", "-p", lines / "p.txt", "-c", lines / "c.txt", "-n", "45",
@@ -270,3 +271,44 @@ def test_the_disk_check_counts_a_long_videos_parts(lines, monkeypatch):
     assert sampling.plan(_options(lines, "out", 17)).jobs  # 0.13 MB needed
     with pytest.raises(ValidationFailed, match="not enough free space"):
         sampling.plan(_options(lines, "out", 45))  # 0.9 MB: the file, its parts and two windows of pixels
+
+
+def test_anchor_colours_is_off_at_zero_and_gives_the_first_windows_statistics_at_one():
+    from opensora_cli.services.long_video import anchor_colours, colour_statistics
+
+    rng = np.random.default_rng(0)
+    first = rng.integers(40, 200, (5, 8, 8, 3)).astype(np.uint8)
+    later = np.clip(first.astype(np.int16) * [1.1, 0.9, 1.0] + [10, 20, -15], 0, 255).astype(np.uint8)  # crept
+    reference = colour_statistics(first)
+    assert np.array_equal(anchor_colours(later, reference, 0.0), later)
+    anchored = colour_statistics(anchor_colours(later, reference, 1.0))
+    assert np.allclose(anchored, reference, atol=0.6)  # (rounding to uint8)
+    gap = np.abs(colour_statistics(later) - reference)
+    half = np.abs(colour_statistics(anchor_colours(later, reference, 0.5)) - reference)
+    assert np.all(half < 0.6 * gap + 0.6) and np.all(half > 0.4 * gap - 0.6)
+
+
+def test_adain_changes_only_the_windows_after_the_first_and_is_part_of_the_request(cli, lines):
+    (lines / "p.txt").write_text("a red square moves left\n")
+    off = _sample(cli, lines, "off", "-n", "29", "--adain", "0")
+    on = _sample(cli, lines, "on", "-n", "29", "--adain", "1")
+    windows = json.loads(Path(on["sidecar"]).read_text())["windows"]
+    assert [w["adain"] for w in windows] == [0.0, 1.0]
+    a, b = _frames(off["video"]), _frames(on["video"])
+    assert np.array_equal(a[:12], b[:12])  # window 1's own frames: the reference, never changed
+    assert not np.array_equal(a[12:], b[12:])
+    refused = cli("sample", "-p", lines / "p.txt", "-c", lines / "c.txt", "-o", lines / "off", "-n", "29", *FAST)
+    assert refused.code == 1 and "window 2 adain 0.0 -> 0.5" in refused.out  # another factor: another request
+    default = _sample(cli, lines, "off", "-n", "29", "--overwrite")
+    assert not default["skipped"]
+    assert [w["adain"] for w in json.loads(Path(default["sidecar"]).read_text())["windows"]][1:] == [0.5]
+
+
+def test_adain_out_of_range_or_on_a_video_of_one_window(cli, lines):
+    result = cli("sample", "-p", lines / "p.txt", "-c", lines / "c.txt", "-o", lines / "out", "-n", "45",
+                 "--adain", "1.5")
+    assert result.code in (1, 2) and "--adain" in result.err + result.out and "Traceback" not in result.err
+    (lines / "p.txt").write_text("a red square moves left\n")
+    result = cli("sample", "-p", lines / "p.txt", "-c", lines / "c.txt", "-o", lines / "one", "-n", "17",
+                 "--adain", "0.3", *FAST)
+    assert result.code == 0 and "--adain is not used" in result.out + result.err

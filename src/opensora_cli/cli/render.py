@@ -54,8 +54,12 @@ def _windows_text(item) -> str:
             text += f' "{w.prompt}"'
             prompt = w.prompt
         shown.append(text)
-    return f"{len(item.windows)} windows of {item.windows[0].frames} (overlap {item.windows[1].overlap}): " + \
-        ", ".join(shown)
+    window = item.windows[0].frames
+    # Each window is one pipeline call of its length (the denoising dominates, about linear in frames at the
+    # trained length): the time relative to one short video, which validate-inputs can say without a device.
+    cost = sum(w.frames for w in item.windows) / window
+    return f"{len(item.windows)} windows of {window} (overlap {item.windows[1].overlap}; time about {cost:.1f}x " \
+        f"one {window}-frame video): " + ", ".join(shown)
 
 
 def print_report(report: ValidationReport, console: Console, verbose: bool = False) -> None:

@@ -31,6 +31,9 @@ def sample_command(
         None, "--num-frames", "-n",
         help=f"Frames, 1 + 4k [default: the model's; {RELEASED['num_frames']} for the released model]."),
     overlap: Optional[int] = OverlapOption,
+    adain: Optional[float] = typer.Option(
+        None, "--adain", help="A video in windows: how strongly each window after the first is pulled to the "
+        f"first one's colours (AdaIN, in [0, 1]; 0: off) [default: {SAMPLE['adain']}]."),
     height: Optional[int] = HeightOption,
     width: Optional[int] = WidthOption,
     crop_for_hw: Optional[bool] = typer.Option(
@@ -82,7 +85,7 @@ def sample_command(
     from opensora_cli.services import sampling
 
     options = dict(prompts=prompts, conds=conds, mask_type=mask_type, model=model, vae=vae, text_encoder=text_encoder,
-                   output_dir=output_dir, num_frames=num_frames, overlap=overlap, height=height, width=width, crop_for_hw=crop_for_hw,
+                   output_dir=output_dir, num_frames=num_frames, overlap=overlap, adain=adain, height=height, width=width, crop_for_hw=crop_for_hw,
                    max_hxw=max_hxw, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
                    sampler=sampler, seed=seed, num_samples_per_prompt=num_samples_per_prompt,
                    noise_strength=noise_strength, negative_prompt=negative_prompt, prompt_template=prompt_template,

@@ -23,6 +23,7 @@ SAMPLE = {
     "seed": 1234,
     "num_samples_per_prompt": 1,
     "noise_strength": 0.0,
+    "adain": 0.5,  # a long video's later windows: how strongly their colours are pulled to window 1's
     "nproc": 1,
     "vae_tiling": True,
 }

@@ -37,6 +37,9 @@ class SampleRequest(InputsRequest):
     seed: int = Field(SAMPLE["seed"], ge=0)
     num_samples_per_prompt: int = Field(SAMPLE["num_samples_per_prompt"], ge=1, le=64)
     noise_strength: float = Field(SAMPLE["noise_strength"], ge=0.0, le=1.0)
+    # A long video's windows after the first: how far their colour statistics are pulled to the first window's
+    # (`services.long_video.anchor_colours`). None: the default, SAMPLE["adain"].
+    adain: float | None = Field(None, ge=0.0, le=1.0)
     negative_prompt: str | None = RELEASED["negative_prompt"]  # None = the reference's negative prompt
     prompt_template: bool = RELEASED["prompt_template"]  # the reference's "high quality, high aesthetic" template
     fps: int = Field(RELEASED["fps"], ge=1, le=120)
@@ -57,6 +60,10 @@ class SampleRequest(InputsRequest):
         if value is not None and value not in names:
             raise ValueError(f"'{value}' is not a {info.field_name}; use one of {', '.join(names)}")
         return value
+
+    @property
+    def window_adain(self) -> float:
+        return SAMPLE["adain"] if self.adain is None else self.adain
 
     def dtype_for(self, device_type: str) -> str:
         """fp32, bf16 or fp16: the option, else fp32 on a CPU and bf16 on an accelerator."""

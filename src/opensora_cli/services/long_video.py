@@ -2,8 +2,9 @@
 
 Window 1 is generated like a short video; window k+1 gets the last `overlap` frames window k made (its uint8
 pixels) as kept frames at its start, plus the line's keyframes that fall inside it. Each window's colours are
-matched to the frames it kept, and the video cross-fades from window k to window k+1 over their overlap (see
-`benchmarks/long_video.py` for what each does to the joins). Each window's frames are encoded as soon as it
+matched to the frames it kept, then pulled part of the way to the first window's colour statistics (`--adain`),
+and the video cross-fades from window k to window k+1 over their overlap (see `benchmarks/long_video.py` for
+what each does to the joins). Each window's frames are encoded as soon as it
 finishes, into an mp4 part in `.<video>.windows/` (with the request that made them); the
 video is the parts joined without encoding again. So a long video never has to fit in memory, and a killed run
 resumes at the first unfinished window and writes the same bytes as a run that was never stopped.
@@ -32,17 +33,19 @@ def window_seed(seed: int, index: int) -> int:
     return seed if index == 0 else stable_seed(seed, index, namespace="opensora-cli-window")
 
 
-def window_records(windows: list[Window], seed: int) -> list[dict[str, Any]]:
-    """What the sidecar records of each window: enough to make any window again on its own."""
+def window_records(windows: list[Window], seed: int, adain: float) -> list[dict[str, Any]]:
+    """What the sidecar records of each window: enough to make any window again on its own (`adain`: how far
+    its colours were pulled to the first window's; the first is the reference, 0)."""
     return [{"index": w.index, "start": w.start, "frames": w.frames, "overlap": w.overlap,
              "keyframes": [list(k) for k in w.keyframes], "kept_frames": w.kept, "mask_type": str(w.mask_type),
-             "prompt": w.prompt, "seed": window_seed(seed, w.index)} for w in windows]
+             "prompt": w.prompt, "seed": window_seed(seed, w.index), "adain": adain if w.index else 0.0}
+            for w in windows]
 
 
 class WindowStore:
     """The finished windows of one long video, kept beside it until the video is complete: each window's new
-    frames as an mp4 part (encoded as the window finishes), and the newest window's frames as pixels (the next
-    window keeps its last frames).
+    frames as an mp4 part (encoded as the window finishes), the newest window's frames as pixels (the next
+    window keeps its last frames), and the first window's colour statistics (the later ones are pulled to them).
 
     Args:
         video: the output video; the store is the hidden folder `.<stem>.windows` next to it.
@@ -58,6 +61,9 @@ class WindowStore:
 
     def _pixels(self, index: int) -> Path:
         return self.folder / f"window-{index:04d}.npy"
+
+    def _reference(self) -> Path:
+        return self.folder / "reference.npy"
 
     def finished(self) -> tuple[int, list[int]]:
         """(how many leading windows are done for this request, the frames the first one kept); a store of
@@ -83,6 +89,8 @@ class WindowStore:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         if window.index == 0:
+            with atomic_path(self._reference()) as tmp, open(tmp, "wb") as file:
+                np.save(file, colour_statistics(frames))
             with atomic_path(self.folder / "request.json") as tmp:
                 tmp.write_text(json.dumps({"request": self.request, "first_kept": kept}))
         with atomic_path(self._pixels(window.index)) as tmp, open(tmp, "wb") as file:
@@ -92,6 +100,9 @@ class WindowStore:
 
     def pixels(self, index: int) -> np.ndarray:
         return np.load(self._pixels(index))
+
+    def reference(self) -> np.ndarray:
+        return np.load(self._reference())
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -123,13 +134,15 @@ def generate(make_window: Callable[[Window, list, list[int] | None, int], tuple[
         done, first_kept = resume_from(done, first_kept)
     started = time.perf_counter()
     previous = store.pixels(done - 1) if done else None
+    reference = store.reference() if done else None
     for window in windows[done:]:
         conditions, indices = _window_conditions(window, job, previous)
         frames, kept = make_window(window, conditions, indices, window_seed(job.seed, window.index))
         if previous is not None:
             frames = match_colours(frames, previous[len(previous) - window.overlap:], window.overlap)
+            frames = anchor_colours(frames, reference, request.window_adain)
         if window.index == 0:
-            first_kept = kept
+            first_kept, reference = kept, colour_statistics(frames)
         if writer:
             store.save(window, frames, _part(window, windows, frames, previous), kept, request.fps)
         previous = frames
@@ -188,3 +201,31 @@ def match_colours(frames: np.ndarray, kept: np.ndarray, overlap: int) -> np.ndar
     gain = target.std(axis=0) / np.maximum(made.std(axis=0), 1e-6)
     offset = target.mean(axis=0) - gain * made.mean(axis=0)
     return np.clip(np.rint(frames.astype(np.float64) * gain + offset), 0, 255).astype(np.uint8)
+
+
+def colour_statistics(frames: np.ndarray) -> np.ndarray:
+    """(2, 3) float64: the per-channel mean and standard deviation of (T, H, W, 3) frames."""
+    pixels = frames.reshape(-1, 3).astype(np.float64)
+    return np.stack([pixels.mean(axis=0), pixels.std(axis=0)])
+
+
+def anchor_colours(frames: np.ndarray, reference: np.ndarray, factor: float) -> np.ndarray:
+    """A later window's frames pulled `factor` of the way to the first window's colour statistics (AdaIN).
+
+    Matching each window to the frames it kept stops a jump at the joins but not a slow creep: the model moves
+    the colours a little within every window (on the demo model the background turns greener, window after
+    window), and the next window keeps that. Re-normalising each channel to the first window's mean and
+    deviation anchors the whole video to one palette; `factor` < 1 leaves room for colours the prompt changes
+    on purpose (LTX-Video's looping sampler does the same on latents, with a factor).
+
+    Args:
+        frames: the window's frames (T, H, W, 3) uint8.
+        reference: `colour_statistics` of the first window.
+        factor: 0 leaves the frames as they are; 1 gives them the reference's statistics.
+    """
+    if factor == 0:
+        return frames
+    mean, std = colour_statistics(frames)
+    pixels = frames.astype(np.float64)
+    normalised = (pixels - mean) / np.maximum(std, 1e-6) * reference[1] + reference[0]
+    return np.clip(np.rint(pixels + factor * (normalised - pixels)), 0, 255).astype(np.uint8)

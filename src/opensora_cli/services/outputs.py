@@ -89,6 +89,10 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         elif name == "conds" and isinstance(before, list) and isinstance(after, list) and \
                 [c.get("path") for c in before] == [c.get("path") for c in after]:
             changed.append("condition file contents changed")
+        elif name == "windows" and isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+            for index, (b, a) in enumerate(zip(before, after)):  # (a window is a dict: name the field in it)
+                keys = [key for key in sorted(set(b) | set(a)) if b.get(key) != a.get(key)]
+                changed += [f"window {index + 1} {key} {_short(b.get(key))} -> {_short(a.get(key))}" for key in keys]
         else:
             changed.append(f"{name} {_short(before)} -> {_short(after)}")
     return changed

@@ -227,7 +227,7 @@ def _sidecar_request(item: InputItem, sample: int, seed: int, request: SampleReq
         "mask_type": str(item.mask_type) if item.mask_type is not None else None,
         "conds": [{"path": path, "sha256": hashes[path]} for path in item.conds],
         "frame_indices": item.frame_indices, "dtype": dtype, "models": models,
-        "windows": window_records(item.windows, seed) if item.windows else None,
+        "windows": window_records(item.windows, seed, request.window_adain) if item.windows else None,
     })
 
 

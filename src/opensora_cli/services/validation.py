@@ -99,6 +99,9 @@ def check_inputs(request: InputsRequest, problems: Sequence[Problem] = ()) -> Va
     if request.overlap is not None and request.num_frames is not None and request.window_overlap is None:
         warnings.append(Problem.of("--overlap", None, f"a {request.num_frames}-frame video is one window, so the "
                                    "overlap is not used", "leave --overlap out, or ask for a longer video"))
+    if getattr(request, "adain", None) is not None and request.num_frames is not None and request.window_overlap is None:
+        warnings.append(Problem.of("--adain", None, f"a {request.num_frames}-frame video is one window, so "
+                                   "--adain is not used", "leave --adain out, or ask for a longer video"))
     items: list[InputItem] = []
     if prompts is not None and cond_lines is not None:
         if not prompts:
