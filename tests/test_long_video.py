@@ -312,3 +312,17 @@ def test_adain_out_of_range_or_on_a_video_of_one_window(cli, lines):
     result = cli("sample", "-p", lines / "p.txt", "-c", lines / "c.txt", "-o", lines / "one", "-n", "17",
                  "--adain", "0.3", *FAST)
     assert result.code == 0 and "--adain is not used" in result.out + result.err
+
+
+def test_a_refused_rerun_says_once_what_changed_in_consecutive_windows():
+    from opensora_cli.services.outputs import differences
+
+    before = {"windows": [{"adain": 0.0, "seed": 1}, {"adain": 0.5, "seed": 2}, {"adain": 0.5, "seed": 3}]}
+    after = {"windows": [{"adain": 0.0, "seed": 1}, {"adain": 0.0, "seed": 9}, {"adain": 0.0, "seed": 3}]}
+    assert differences(before, after) == ["windows 2-3 adain 0.5 -> 0.0", "window 2 seed 2 -> 9"]
+
+
+def test_a_bad_frame_count_with_prompt_stretches_is_one_problem(cli, lines):
+    result = cli("validate-inputs", "-p", lines / "p.txt", "-c", lines / "c.txt", "-n", "100000", "--json")
+    problems = json.loads(result.out)["problems"]
+    assert result.code == 1 and [p["file"] for p in problems] == ["--num-frames"], problems

@@ -73,6 +73,24 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _window_differences(before: list[dict], after: list[dict]) -> list[str]:
+    """`window 2 seed 1 -> 2`, `windows 2-5 adain 0.5 -> 0.0`: what differs inside a long video's windows, the
+    same change in consecutive windows said once."""
+    runs: list[list] = []  # [first window, last window, field, old, new]
+    for index, (b, a) in enumerate(zip(before, after), start=1):
+        for key in sorted(set(b) | set(a)):
+            change = (key, _short(b.get(key)), _short(a.get(key)))
+            if change[1] == change[2]:
+                continue
+            run = next((r for r in runs if tuple(r[2:]) == change and r[1] == index - 1), None)
+            if run is not None:
+                run[1] = index
+            else:
+                runs.append([index, index, *change])
+    return [f"window {first} {key} {old} -> {new}" if first == last else
+            f"windows {first}-{last} {key} {old} -> {new}" for first, last, key, old, new in runs]
+
+
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`field old -> new` for each request field that differs; for the models, which folder or config."""
     changed = []
@@ -90,9 +108,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                 [c.get("path") for c in before] == [c.get("path") for c in after]:
             changed.append("condition file contents changed")
         elif name == "windows" and isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-            for index, (b, a) in enumerate(zip(before, after)):  # (a window is a dict: name the field in it)
-                keys = [key for key in sorted(set(b) | set(a)) if b.get(key) != a.get(key)]
-                changed += [f"window {index + 1} {key} {_short(b.get(key))} -> {_short(a.get(key))}" for key in keys]
+            changed += _window_differences(before, after)
         else:
             changed.append(f"{name} {_short(before)} -> {_short(after)}")
     return changed

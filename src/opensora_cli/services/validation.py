@@ -326,7 +326,7 @@ class LineChecker:
         req = self.request
         overlap = req.window_overlap
         if overlap is None or plan.problems or overlap > req.window_frames - 4:  # (a bad overlap: an option problem)
-            if SEGMENT_SEPARATOR in prompt and overlap is None:
+            if SEGMENT_SEPARATOR in prompt and overlap is None and req.num_frames is not None:  # (bad -n: its own)
                 bad(f"the prompt has stretches ('{SEGMENT_SEPARATOR}'), but a {req.num_frames}-frame video is one "
                     "window", f"use one prompt, or more than {req.window_frames} frames")
             return None
