@@ -71,6 +71,10 @@ def sample_command(
     vae_tiling: bool = typer.Option(SAMPLE["vae_tiling"], "--vae-tiling/--no-vae-tiling",
                                     help="Decode in temporal chunks."),
     cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep models on the CPU until they run."),
+    step_cache: str = typer.Option(
+        "off", "--step-cache", help="Reuse the transformer's work on steps where it barely changes: off, "
+        "first-block[:THRESHOLD] (diffusers' First Block Cache; 0 = uncached) or taylorseer[:INTERVAL] (full "
+        "steps every INTERVAL; 1 = uncached). See README."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the transformer blocks (GPU)."),
     sample_posterior: bool = typer.Option(
         False, "--vae-sample-posterior", help="Encode conditions with a posterior sample (the reference)."),
@@ -90,7 +94,7 @@ def sample_command(
                    sampler=sampler, seed=seed, num_samples_per_prompt=num_samples_per_prompt,
                    noise_strength=noise_strength, negative_prompt=negative_prompt, prompt_template=prompt_template,
                    fps=fps, device=device, dtype=dtype, nproc=nproc, sp=sp, vae_tiling=vae_tiling,
-                   cpu_offload=cpu_offload, compile=compile_model, sample_posterior=sample_posterior,
+                   cpu_offload=cpu_offload, step_cache=step_cache, compile=compile_model, sample_posterior=sample_posterior,
                    overwrite=overwrite)
     is_main = os.environ.get("RANK", "0") == "0"
     child = is_distributed_child()

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import FeedForward
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import PixArtAlphaTextProjection
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
@@ -117,7 +118,7 @@ class OpenSoraTransformerBlock(nn.Module):
 # ------------------------------------------------------------------------------------------------------------
 
 
-class OpenSoraT2V_v1_3(ModelMixin, ConfigMixin):
+class OpenSoraT2V_v1_3(ModelMixin, ConfigMixin, CacheMixin):
     """Open-Sora Plan v1.3 text-to-video transformer. Defaults are the released 2B/122 model.
 
     Args:

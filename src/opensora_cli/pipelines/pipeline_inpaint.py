@@ -384,6 +384,8 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
                  step_kwargs: dict, callback: StepEndCallback | None, callback_inputs: Sequence[str]) -> torch.Tensor:
         """The sampling loop. latents (B, C, T', h, w) fp32; condition (B', 12, T', h, w) = [masked latent | mask]."""
         dtype = self.transformer.dtype
+        if getattr(self.transformer, "is_cache_enabled", False):  # a step cache starts afresh with every video
+            self.transformer._reset_stateful_cache()
         for index, t in enumerate(timesteps):
             model_input = torch.cat([latents, latents]) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t).to(dtype)
@@ -416,6 +418,9 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
             from opensora_cli.distributed.sequence_parallel import gather_time, shard_time
 
             model_input = shard_time(model_input, sp)
-        out = self.transformer(model_input, timestep, encoder_hidden_states=embeds,
-                               encoder_attention_mask=text_mask, return_dict=False)[0]
+        # One cache context for the batched CFG halves: a step cache (`transformer.enable_cache`) decides for
+        # both at once, as they run in one call.
+        with self.transformer.cache_context("denoise"):
+            out = self.transformer(model_input, timestep, encoder_hidden_states=embeds,
+                                   encoder_attention_mask=text_mask, return_dict=False)[0]
         return gather_time(out, sp) if sp is not None else out

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from opensora_cli.schemas.defaults import RELEASED, SAMPLE
+from opensora_cli.schemas.step_cache import StepCache
 from opensora_cli.schemas.inputs import InputItem, InputsRequest
 from opensora_cli.schemas.problems import Problem
 
@@ -40,6 +41,7 @@ class SampleRequest(InputsRequest):
     # A long video's windows after the first: how far their colour statistics are pulled to the first window's
     # (`services.long_video.anchor_colours`). None: the default, SAMPLE["adain"].
     adain: float | None = Field(None, ge=0.0, le=1.0)
+    step_cache: str = "off"  # a `schemas.step_cache` policy, kept in its canonical spelling
     negative_prompt: str | None = RELEASED["negative_prompt"]  # None = the reference's negative prompt
     prompt_template: bool = RELEASED["prompt_template"]  # the reference's "high quality, high aesthetic" template
     fps: int = Field(RELEASED["fps"], ge=1, le=120)
@@ -60,6 +62,15 @@ class SampleRequest(InputsRequest):
         if value is not None and value not in names:
             raise ValueError(f"'{value}' is not a {info.field_name}; use one of {', '.join(names)}")
         return value
+
+    @field_validator("step_cache")
+    @classmethod
+    def _step_cache(cls, value: str) -> str:
+        return str(StepCache.parse(value))
+
+    @property
+    def step_cache_policy(self) -> StepCache:
+        return StepCache.parse(self.step_cache)
 
     @property
     def window_adain(self) -> float:

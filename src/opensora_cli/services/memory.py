@@ -20,6 +20,10 @@ Sizes in bytes. How each part is counted, and why:
   convolutions keep im2col buffers that cuDNN does not, hence a larger factor on the CPU. The CPU factor is fitted to
   benchmarks/memory.py's measurements of the demo VAE; the accelerator's is an upper bound from the
   H100 run of the released model (8.2 GiB peak in all at 93x352x640, bf16, tiled).
+- **Step cache** (`--step-cache`, counted with the activations): First Block Cache keeps 3 tensors of the
+  hidden-state size (the first block's residual and output, the other blocks' residual); TaylorSeer keeps 2
+  (the output and its step difference) for each block's attention, cross-attention and feed-forward, which at
+  the released size is tens of GiB.
 - **Pixels**: `_PIXEL_BYTES` per output pixel and frame: the condition video, its mask and masked copy, the
   decoded video in fp32 and as uint8.
 
@@ -34,6 +38,8 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from opensora_cli.schemas.step_cache import StepCache
 
 GIB = 2**30
 _DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -125,7 +131,7 @@ def transformer_parameters(config: dict) -> int:
 
 
 def estimate(model_dirs: dict[str, Path], num_frames: int, height: int, width: int, dtype: str, device_type: str,
-             guidance: bool, vae_tiling: bool, cpu_offload: bool = False) -> MemoryEstimate:
+             guidance: bool, vae_tiling: bool, cpu_offload: bool = False, step_cache: str = "off") -> MemoryEstimate:
     """The memory a run will need.
 
     Args:
@@ -134,6 +140,7 @@ def estimate(model_dirs: dict[str, Path], num_frames: int, height: int, width: i
         dtype: "fp32", "bf16" or "fp16".
         device_type: "cpu", "cuda" or "npu".
         guidance: classifier-free guidance on (two transformer passes per step, batched).
+        step_cache: the `--step-cache` policy (`schemas.step_cache`).
 
     Raises:
         KeyError, ValueError: a config lacks a size field (reported by the caller).
@@ -151,6 +158,10 @@ def estimate(model_dirs: dict[str, Path], num_frames: int, height: int, width: i
     hidden = int(transformer_config["num_attention_heads"]) * int(transformer_config["attention_head_dim"])
     batch = 2 if guidance else 1
     activations = _ACTIVATION_FACTOR * batch * tokens * hidden * size
+    kind = StepCache.parse(step_cache).kind
+    if kind != "off":  # tensors of the hidden-state size the cache holds between steps
+        kept = 3 if kind == "first-block" else 2 * 3 * int(transformer_config["num_layers"])
+        activations += kept * batch * tokens * hidden * size
 
     base = int(vae_config.get("base_channels", 128))
     chunk = min(num_frames, _DECODER_CHUNK_FRAMES)

@@ -162,7 +162,8 @@ def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     frames = request.window_frames  # a long video holds one window at a time
     try:
         estimate = memory.estimate(dirs, frames, height, width, request.dtype_for(device.type), device.type,
-                                   request.guidance_scale > 1.0, request.vae_tiling, request.cpu_offload)
+                                   request.guidance_scale > 1.0, request.vae_tiling, request.cpu_offload,
+                                   request.step_cache)
     except (KeyError, ValueError, TypeError) as exc:
         return [Problem.of("--model", None, f"{dirs['transformer'] / 'config.json'}: cannot read the model's sizes "
                            f"({type(exc).__name__}: {exc})", "use the config.json the model was saved with")]
@@ -228,6 +229,7 @@ def _sidecar_request(item: InputItem, sample: int, seed: int, request: SampleReq
         "conds": [{"path": path, "sha256": hashes[path]} for path in item.conds],
         "frame_indices": item.frame_indices, "dtype": dtype, "models": models,
         "windows": window_records(item.windows, seed, request.window_adain) if item.windows else None,
+        "step_cache": None if request.step_cache_policy.off else request.step_cache,  # (off: as before it existed)
     })
 
 
@@ -558,6 +560,10 @@ def _load_models(pipe, request: SampleRequest, dirs: dict[str, Path], ctx, dtype
         pipe.enable_model_cpu_offload(device=ctx.device)
     if request.sp:
         pipe.enable_sequence_parallel(ctx)
+    if not request.step_cache_policy.off:
+        from opensora_cli.models.step_cache import enable_step_cache
+
+        enable_step_cache(transformer, request.step_cache_policy, ctx.group if request.sp else None)
 
 
 def _write_outputs(frames, result: SampleResult, job: Job, request: SampleRequest, ctx) -> None:
