@@ -23,6 +23,15 @@ from .helpers import (
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def text_cache_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Every test has a fresh, empty text cache of its own (never ~/.cache): `sample` runs with the cache on,
+    as it does for users, and no test hits an entry another one stored. Subprocesses inherit the variable."""
+    folder = tmp_path_factory.mktemp("text-cache")
+    monkeypatch.setenv("OPENSORA_TEXT_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture
 def media(tmp_path: Path):
     """Factory for files in tmp_path: media.image('a.png', h, w), media.video('v.mp4', frames), media.text(...)."""

@@ -9,7 +9,8 @@ import typer
 
 from opensora_cli.cli.app import app, main
 
-COMMANDS = ["validate-inputs", "mask-preview", "sample", "train", "make-demo-data", "train-vae", "init-model"]
+COMMANDS = ["validate-inputs", "mask-preview", "sample", "encode-prompts", "train", "make-demo-data",
+            "train-vae", "init-model"]
 
 # A line of the options list: two spaces, then the names column (names, metavar), then two spaces or the end.
 _NAMES_COLUMN = re.compile(r"^  (-\S.*?)(?: {2,}|$)")

@@ -89,10 +89,10 @@ def test_the_policy_is_part_of_the_request_and_bad_ones_are_refused(cli, tmp_pat
     assert off.code == 0, off.err
     assert json.loads(Path(json.loads(off.out)["results"][0]["sidecar"]).read_text())["step_cache"] is None
     refused = cli(*args, "-o", tmp_path / "out", "--step-cache", "first-block")
-    assert refused.code == 1 and "step_cache null -> 'first-block:0.2'" in refused.out
+    assert refused.code == 1 and "step_cache null -> 'first-block:0.1'" in refused.out
     cached = cli(*args, "-o", tmp_path / "cached", "--step-cache", "taylorseer")
     sidecar = json.loads(Path(json.loads(cached.out)["results"][0]["sidecar"]).read_text())
-    assert cached.code == 0 and sidecar["step_cache"] == "taylorseer:3"
+    assert cached.code == 0 and sidecar["step_cache"] == "taylorseer:2"
     for policy, message in [("tylorseer", "did you mean 'taylorseer'?"), ("first-block:-1", "must be >= 0"),
                             ("taylorseer:0", "whole number >= 1"), ("first-block:nan", "must be >= 0")]:
         result = cli(*args, "-o", tmp_path / "bad", "--step-cache", policy)

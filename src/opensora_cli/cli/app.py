@@ -11,7 +11,16 @@ import sys
 import typer
 
 from opensora_cli import __version__
-from opensora_cli.cli import demo_data, init_model, mask_preview, sample, train, train_vae, validate
+from opensora_cli.cli import (
+    demo_data,
+    encode_prompts,
+    init_model,
+    mask_preview,
+    sample,
+    train,
+    train_vae,
+    validate,
+)
 from opensora_cli.cli.common import state
 
 app = typer.Typer(
@@ -49,6 +58,7 @@ def _root(
 app.command("validate-inputs")(validate.validate_inputs_command)
 app.command("mask-preview")(mask_preview.mask_preview_command)
 app.command("sample")(sample.sample_command)
+app.command("encode-prompts")(encode_prompts.encode_prompts_command)
 app.command("train")(train.train_command)
 app.command("make-demo-data")(demo_data.make_demo_data_command)
 app.command("train-vae")(train_vae.train_vae_command)

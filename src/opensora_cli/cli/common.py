@@ -23,6 +23,9 @@ def _set_verbose(value: bool) -> bool:
 
 
 VerboseOption = typer.Option(False, "--verbose", "-v", callback=_set_verbose, help="More detail; tracebacks on errors.")
+TextCacheOption = typer.Option(
+    None, "--text-cache", help="Folder of prompt embeddings computed once (see `opensora encode-prompts`) "
+    "[default: $OPENSORA_TEXT_CACHE, else ~/.cache/opensora-cli/text].")
 
 
 def console(stderr: bool = False):

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from opensora_cli.cli.common import VerboseOption, console, state
+from opensora_cli.cli.common import TextCacheOption, VerboseOption, console, state
 from opensora_cli.cli.validate import (CondsOption, HeightOption, MaskTypeOption, OverlapOption, PromptsOption,
                                        WidthOption)
 from opensora_cli.schemas.defaults import RELEASED, SAMPLE
@@ -79,6 +79,9 @@ def sample_command(
     sample_posterior: bool = typer.Option(
         False, "--vae-sample-posterior", help="Encode conditions with a posterior sample (the reference)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+    text_cache: Optional[Path] = TextCacheOption,
+    no_text_cache: bool = typer.Option(False, "--no-text-cache",
+                                       help="Encode every prompt, read and store no cached embedding."),
     json_output: bool = typer.Option(False, "--json", help="Print the list of outputs as JSON."),
     verbose: bool = VerboseOption,
 ) -> None:
@@ -94,8 +97,12 @@ def sample_command(
                    sampler=sampler, seed=seed, num_samples_per_prompt=num_samples_per_prompt,
                    noise_strength=noise_strength, negative_prompt=negative_prompt, prompt_template=prompt_template,
                    fps=fps, device=device, dtype=dtype, nproc=nproc, sp=sp, vae_tiling=vae_tiling,
-                   cpu_offload=cpu_offload, step_cache=step_cache, compile=compile_model, sample_posterior=sample_posterior,
-                   overwrite=overwrite)
+                   cpu_offload=cpu_offload, step_cache=step_cache, compile=compile_model,
+                   sample_posterior=sample_posterior, overwrite=overwrite, text_cache=text_cache, no_text_cache=no_text_cache)
+    if text_cache is not None and no_text_cache:
+        from opensora_cli.errors import UsageError
+
+        raise UsageError("--text-cache and --no-text-cache do not go together")
     is_main = os.environ.get("RANK", "0") == "0"
     child = is_distributed_child()
     try:

@@ -31,6 +31,20 @@ def apply_template(prompt: str) -> str:
     return POSITIVE_TEMPLATE.format(prompt)
 
 
+def prompt_texts(prompt: str, negative_prompt: str | None, do_cfg: bool,
+                 use_template: bool = True) -> list[str]:
+    """What the encoder reads for one prompt: [negative, prompt] with CFG, else [prompt]; the prompt wrapped
+    in `POSITIVE_TEMPLATE` when `use_template`; a None negative prompt is `DEFAULT_NEGATIVE_PROMPT` ("" is
+    none).
+
+    The pipeline's `encode_prompt` encodes exactly these texts, and the text cache keys its entries by them.
+    """
+    texts = [apply_template(prompt) if use_template else prompt]
+    if do_cfg:
+        texts.insert(0, DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt)
+    return texts
+
+
 class TextEncoder(nn.Module):
     """Frozen T5-family encoder and its tokenizer.
 

@@ -30,7 +30,7 @@ from opensora_cli.masks.compressor import MaskCompressor
 from opensora_cli.masks.noise import GaussianNoiseAdder
 from opensora_cli.masks.patterns import as_random, frame_pattern, kept_indices, pattern_from_indices
 from opensora_cli.masks.planning import plan_line
-from opensora_cli.models.text_encoder import DEFAULT_NEGATIVE_PROMPT, apply_template
+from opensora_cli.models.text_encoder import prompt_texts
 from opensora_cli.schemas.masks import MaskType
 from opensora_cli.schemas.resolution import DEFAULT_MAX_HXW, MODEL_HW_STRIDE
 
@@ -188,10 +188,7 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
                       use_template: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Text states and mask, (1 or 2, 1, L, C) and (1 or 2, 1, L): rows [negative; prompt] with CFG
         (`negative_prompt` and the template as in `__call__`)."""
-        texts = [apply_template(prompt) if use_template else prompt]
-        if do_cfg:
-            texts.insert(0, DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt)
-        return self.text_encoder(texts)
+        return self.text_encoder(prompt_texts(prompt, negative_prompt, do_cfg, use_template))
 
     # -- 3. conditions ---------------------------------------------------------------------------------------
 

@@ -54,6 +54,11 @@ class SampleRequest(InputsRequest):
     compile: bool = False
     sample_posterior: bool = False
     overwrite: bool = False
+    # The text cache (services/text_cache.py): where; None = $OPENSORA_TEXT_CACHE, else
+    # ~/.cache/opensora-cli/text. Not in a sidecar's request: a cached embedding is the one the encoder makes,
+    # so the video is the same.
+    text_cache: Path | None = None
+    no_text_cache: bool = False
 
     @field_validator("dtype", "device")
     @classmethod
@@ -104,6 +109,9 @@ class SamplePlan(BaseModel):
     jobs: list[Job] = Field(default_factory=list)  # to generate (each claimed just before)
     done: list[Job] = Field(default_factory=list)  # made before with the same request: skipped
     warnings: list[Problem] = Field(default_factory=list)
+    text_cache: Path | None = None  # the text cache folder; None: no cache
+    text_cache_writable: bool = False  # False: cached embeddings are read, new ones are not stored
+    text_encoder_fingerprint: str | None = None  # services.text_cache.encoder_fingerprint, with a cache
 
 
 class SampleResult(BaseModel):

@@ -125,18 +125,23 @@ def window_spans(num_frames: int, window: int, overlap: int) -> list[tuple[int, 
         start += frames - overlap
 
 
+def stretch_prompts(text: str) -> list[str]:
+    """The prompt of each stretch of a prompt line, without its @frame: what the windows are encoded with (one
+    prompt for a line without `SEGMENT_SEPARATOR`). No checks: see `parse_segments`."""
+    parts = [part.strip() for part in text.split(SEGMENT_SEPARATOR)]
+    if len(parts) == 1:
+        return parts
+    return [part[match.end():].strip() if (match := _POSITION.match(part)) else part for part in parts]
+
+
 def parse_segments(text: str, num_frames: int) -> tuple[list[Segment], list[tuple[str, str]]]:
     """The stretches of a prompt line: `p1 ||| p2 ||| p3` splits the timeline evenly; `p1 ||| @40 p2` starts p2
     at frame 40 (then every stretch after the first needs its @frame). Returns (segments, problems)."""
     parts = [part.strip() for part in text.split(SEGMENT_SEPARATOR)]
     if len(parts) == 1:
         return [Segment(0, parts[0])], []
-    starts: list[int | None] = []
-    prompts: list[str] = []
-    for part in parts:
-        match = _POSITION.match(part)
-        starts.append(int(match[1]) if match else None)
-        prompts.append(part[match.end():].strip() if match else part)
+    starts: list[int | None] = [int(match[1]) if (match := _POSITION.match(part)) else None for part in parts]
+    prompts = stretch_prompts(text)
     fix_syntax = f"write the stretches as 'first prompt {SEGMENT_SEPARATOR} @FRAME next prompt'"
     if any(not prompt for prompt in prompts):
         return [], [(f"stretch {prompts.index('') + 1} of the prompt is empty", fix_syntax)]

@@ -5,9 +5,11 @@
    the output folder and the memory estimate (see `services.outputs` and `services.memory`). Any problem stops
    here. The plan lists every output: an output made with the same request is skipped; one made with another is
    refused (unless `overwrite`). The processes of `--nproc` receive this plan; they do not check again.
-2. `run(plan)`: the text encoder encodes every pending prompt through the pipeline's `encode_prompt`, then is
-   freed (it is the largest model and is not needed again); the transformer and the VAE are loaded; each output
-   is claimed just before it is made (so runs sharing a folder share work) and generated with its own seed.
+2. `run(plan)`: every pending prompt's embedding is read from the text cache or encoded (as the pipeline's
+   `encode_prompt` does, see `services.text_cache`); the text encoder is freed after (it is the largest model
+   and is not needed again), and not loaded at all when every prompt is cached; the transformer and the VAE
+   are loaded; each output is claimed just before it is made (so runs sharing a folder share work) and
+   generated with its own seed.
 
 Seeds: every (line, sample) has its own seed derived from `--seed`, the line number and the sample index, so
 a video does not depend on the number of processes, on the other prompts or on their order.
@@ -32,6 +34,7 @@ from opensora_cli.schemas.inputs import InputItem, InputsRequest
 from opensora_cli.schemas.problems import Problem, option_name
 from opensora_cli.schemas.sample import Job, SamplePlan, SampleRequest, SampleResult, SampleSummary
 from opensora_cli.schemas.windows import window_spans
+from opensora_cli.services import text_cache
 from opensora_cli.services.model_folders import resolve_fields, resolve_model_dirs
 from opensora_cli.services.outputs import (
     REQUEST_FIELDS,
@@ -72,9 +75,13 @@ def plan(options: Mapping[str, Any]) -> SamplePlan:
     report = check_inputs(resolved, [p for p in problems if p.file in _INPUT_OPTIONS])
     problems = list(report.problems) + option_problems
     dirs: dict[str, Path] = {}
+    cache_dir, cache_writable, cache_warnings = None, False, []
     if not option_problems:
         dirs, dir_problems = resolve_model_dirs(resolved.model, resolved.vae, resolved.text_encoder)
         problems += dir_problems + _sampler_problems(resolved) + _sequence_parallel_problems(resolved, dirs)
+        cache_dir, cache_writable, cache_problems, cache_warnings = text_cache.resolve_dir(
+            resolved.text_cache, resolved.no_text_cache)
+        problems += cache_problems
     if problems:
         raise ValidationFailed(report.model_copy(update={"ok": False, "problems": problems}))
 
@@ -86,9 +93,17 @@ def plan(options: Mapping[str, Any]) -> SamplePlan:
     problems += check_memory(report.items, resolved, dirs, device)
     if problems:
         raise ValidationFailed(report.model_copy(update={"ok": False, "problems": problems}))
-    warnings = report.warnings + prompt_length_warnings(report.items, resolved, dirs["text_encoder"])
+    warnings = [*report.warnings, *prompt_length_warnings(report.items, resolved, dirs["text_encoder"]),
+                *cache_warnings]
+    fingerprint = None
+    if cache_dir is not None and outputs[0]:  # hashed once here, not by each process of --nproc
+        try:
+            fingerprint = text_cache.encoder_fingerprint(dirs["text_encoder"], cache_dir, cache_writable)
+        except OSError:
+            cache_dir = None  # an unreadable encoder: its load names the problem
     return SamplePlan(request=resolved, model_dirs=dirs, dtype=dtype, jobs=outputs[0], done=outputs[1],
-                      warnings=warnings)
+                      warnings=warnings, text_cache=cache_dir if fingerprint else None,
+                      text_cache_writable=cache_writable, text_encoder_fingerprint=fingerprint)
 
 
 def _sampler_problems(request: SampleRequest) -> list[Problem]:
@@ -380,20 +395,14 @@ def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSumm
     load_seconds, written = 0.0, 0
     try:
         if jobs:
-            # 2. Text: encode every pending prompt once, then free the encoder (the largest model of the three)
+            # 2. Text: every pending prompt's embedding, from the text cache or encoded once; the encoder (the
+            # largest model of the three) is freed after, and not even loaded when every prompt is cached
             started = time.perf_counter()
-            reporter.phase("encoding prompts")
-            pipe = _text_pipeline(request, dirs, ctx, dtype)
-            do_cfg = request.guidance_scale > 1.0
-            embeddings = {}
-            for prompt in dict.fromkeys(p for job in jobs for p in _prompts(job)):
-                states, mask = pipe.encode_prompt(prompt, request.negative_prompt, do_cfg, request.prompt_template)
-                embeddings[prompt] = (states.cpu(), mask.cpu())
-            hidden_size = pipe.text_encoder.hidden_size
-            pipe.register_modules(text_encoder=None)
+            embeddings, hidden_size = _embed_prompts(plan, jobs, ctx, dtype, writer, reporter)
             gc.collect()
             if ctx.device.type == "cuda":
                 torch.cuda.empty_cache()
+            pipe = _pipeline(request)
 
             # 3. Transformer and VAE
             reporter.phase("loading the transformer and the VAE")
@@ -521,17 +530,44 @@ def _broadcast_from_rank0(ctx):
     return resume
 
 
-def _text_pipeline(request: SampleRequest, dirs: dict[str, Path], ctx, dtype):
-    """The pipeline with only its text encoder and scheduler: the other models load once the prompts are
-    encoded and the encoder is gone."""
-    from opensora_cli.models.text_encoder import TextEncoder
+def _embed_prompts(plan: SamplePlan, jobs: list[Job], ctx, dtype, writer: bool,
+                   reporter: SampleReporter) -> tuple[dict, int]:
+    """{prompt: (states (R, 1, L, C), mask (R, 1, L)) on the CPU} of every prompt of `jobs`, and C.
+
+    With a text cache (see `services.text_cache`), cached prompts are read and only the others encoded (and
+    stored, by the processes that write outputs; under --sp that is rank 0 alone); when all are cached the
+    text encoder is never loaded. Same tensors either way: an entry is what this encoding makes.
+    """
+    request = plan.request
+    prompts = list(dict.fromkeys(p for job in jobs for p in _prompts(job)))
+    encoding = text_cache.Encoding.of(plan.text_encoder_fingerprint or "", request.negative_prompt,
+                                      request.guidance_scale, request.prompt_template, plan.dtype,
+                                      ctx.device.type)
+    cache = None
+    if plan.text_cache is not None:
+        cache = text_cache.TextCache(plan.text_cache, encoding, plan.text_cache_writable and writer)
+    found = cache.lookup(prompts) if cache is not None else {}
+    misses = [p for p in prompts if p not in found]
+    if not misses:
+        reporter.phase(f"{len(prompts)} prompt(s) from the text cache, no text encoder")
+        return found, text_cache.hidden_size_of(found)
+    cached = f" ({len(found)} of {len(prompts)} from the text cache)" if found else ""
+    reporter.phase(f"encoding prompts{cached}")
+    encoded = text_cache.encode(misses, encoding, lambda: text_cache.load_text_encoder(
+        plan.model_dirs["text_encoder"], dtype, ctx.device), cache)
+    if encoded.unstored:
+        reporter.warning(f"{plan.text_cache}: {encoded.unstored} prompt embedding(s) could not be stored in "
+                         "the text cache (disk full?); this run goes on")
+    return {**found, **encoded.embeddings}, encoded.hidden_size
+
+
+def _pipeline(request: SampleRequest):
+    """The pipeline with only its scheduler: the transformer and VAE load next; the prompts are embedded
+    already (`_embed_prompts`), so it has no text encoder."""
     from opensora_cli.pipelines.pipeline_inpaint import OpenSoraInpaintPipeline
     from opensora_cli.pipelines.schedulers import make_scheduler
 
-    # padded to the longer of prompt and negative prompt, not 512: same video, less work per step
-    text_encoder = TextEncoder.from_pretrained(dirs["text_encoder"], dtype=dtype, device=ctx.device,
-                                               padding="longest")
-    pipe = OpenSoraInpaintPipeline(text_encoder=text_encoder, vae=None, transformer=None,
+    pipe = OpenSoraInpaintPipeline(text_encoder=None, vae=None, transformer=None,
                                    scheduler=make_scheduler(request.sampler))
     pipe.set_progress_bar_config(disable=True)
     return pipe
