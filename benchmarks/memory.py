@@ -42,7 +42,7 @@ def main() -> None:
         for frames, height, width, tiling in CASES:
             args = ["sample", "-p", "p.txt", "-c", "c.txt", "--steps", "1", "--num-frames", str(frames), "--height",
                     str(height), "--width", str(width), "--overwrite", "--json", "-o", f"out{len(rows)}",
-                    "--vae-tiling" if tiling else "--no-vae-tiling"]
+                    "--vae-tiling", "on" if tiling else "off"]
             proc = subprocess.run([sys.executable, "-c", CASE, *args], cwd=root, capture_output=True, text=True)
             measured = json.loads(proc.stdout.strip().splitlines()[-1])
             estimate = memory.estimate(dirs, frames, height, width, "fp32", "cpu", True, tiling)

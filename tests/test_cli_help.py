@@ -20,7 +20,8 @@ _OPTION = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")
 def _declared(name: str | None) -> set[str]:
     group = typer.main.get_command(app)
     command = group if name is None else group.commands[name]
-    return {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)
+    return {opt for param in command.params if not getattr(param, "hidden", False)  # (kept for old scripts)
+            for opt in (*param.opts, *param.secondary_opts)
             if opt.startswith("-")}
 
 

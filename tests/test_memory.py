@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,3 +84,30 @@ def test_validate_inputs_reports_the_estimate(cli):
     assert estimate["video"] == "17x64x96" and 0 < estimate["gpu_bf16_gib"] < estimate["cpu_fp32_gib"] < 1
     plain = cli("validate-inputs", "-p", demo / "prompts.txt", "-c", demo / "conds.txt")
     assert "memory: the largest video (17x64x96) needs about" in plain.out
+
+
+def test_vae_tiling_auto_decodes_untiled_only_with_room_to_spare(monkeypatch, tmp_path):
+    from opensora_cli.services import sampling
+    from opensora_cli.utils import system
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    options = dict(prompts=demo / "prompts.txt", conds=demo / "conds.txt", output_dir=tmp_path / "out")
+    assert sampling.plan(options).request.vae_tiling is False  # the demo model: far below half of free memory
+    assert sampling.plan({**options, "vae_tiling": "on"}).request.vae_tiling is True
+    untiled = sampling.plan({**options, "vae_tiling": "off"})
+    from opensora_cli.distributed.device import resolve_device
+
+    need, _, _ = sampling._memory_need([j.item for j in untiled.jobs], untiled.request,
+                                       untiled.model_dirs, resolve_device("cpu"))
+    monkeypatch.setattr(system, "available_host_memory", lambda: int(need * 1.5))  # fits, but not twice over
+    assert sampling.plan(options).request.vae_tiling is True
+    assert sampling.plan({**options, "vae_tiling": "off"}).request.vae_tiling is False  # (the user's choice)
+
+
+def test_the_sidecar_says_how_the_video_was_decoded_and_no_vae_tiling_still_works(cli, tmp_path):
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    args = ["sample", "--prompts", demo / "prompts.txt", "--conds", demo / "conds.txt", "--steps", "2", "--json"]
+    for extra, tiled in [([], False), (["--no-vae-tiling"], False), (["--vae-tiling", "on"], True)]:
+        result = cli(*args, "-o", tmp_path / str(extra), *extra)
+        sidecar = json.loads(Path(json.loads(result.out)["results"][0]["sidecar"]).read_text())
+        assert result.code == 0 and sidecar["vae_tiling"] is tiled, (extra, result.err)

@@ -68,8 +68,10 @@ def sample_command(
     nproc: int = typer.Option(SAMPLE["nproc"], "--nproc",
                               help="Processes (one per device); prompts are split between them."),
     sp: bool = typer.Option(False, "--sp", help="Sequence parallel: the --nproc processes share each video."),
-    vae_tiling: bool = typer.Option(SAMPLE["vae_tiling"], "--vae-tiling/--no-vae-tiling",
-                                    help="Decode in temporal chunks."),
+    vae_tiling: str = typer.Option(
+        SAMPLE["vae_tiling"], "--vae-tiling", help="Decode in temporal chunks: on, off, or auto (untiled, "
+        "which is faster, when the memory estimate leaves room)."),
+    no_vae_tiling: bool = typer.Option(False, "--no-vae-tiling", hidden=True, help="--vae-tiling off."),
     cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep models on the CPU until they run."),
     step_cache: str = typer.Option(
         "off", "--step-cache", help="Reuse the transformer's work on steps where it barely changes: off, "
@@ -96,7 +98,8 @@ def sample_command(
                    max_hxw=max_hxw, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
                    sampler=sampler, seed=seed, num_samples_per_prompt=num_samples_per_prompt,
                    noise_strength=noise_strength, negative_prompt=negative_prompt, prompt_template=prompt_template,
-                   fps=fps, device=device, dtype=dtype, nproc=nproc, sp=sp, vae_tiling=vae_tiling,
+                   fps=fps, device=device, dtype=dtype, nproc=nproc, sp=sp,
+                   vae_tiling="off" if no_vae_tiling else vae_tiling,
                    cpu_offload=cpu_offload, step_cache=step_cache, compile=compile_model,
                    sample_posterior=sample_posterior, overwrite=overwrite, text_cache=text_cache, no_text_cache=no_text_cache)
     if text_cache is not None and no_text_cache:

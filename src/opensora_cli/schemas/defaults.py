@@ -25,5 +25,5 @@ SAMPLE = {
     "noise_strength": 0.0,
     "adain": 0.5,  # a long video's later windows: how strongly their colours are pulled to window 1's
     "nproc": 1,
-    "vae_tiling": True,
+    "vae_tiling": "auto",  # on, off, or auto: untiled when the estimate says it fits with room to spare
 }

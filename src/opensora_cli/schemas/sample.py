@@ -49,7 +49,9 @@ class SampleRequest(InputsRequest):
     dtype: str | None = None  # None = fp32 on cpu, bf16 on accelerators
     nproc: int = Field(SAMPLE["nproc"], ge=1, le=64)
     sp: bool = False
-    vae_tiling: bool = SAMPLE["vae_tiling"]
+    # Decode in temporal chunks: True, False, or None = auto (`services.sampling.plan` picks untiled, which is
+    # faster, when the run's estimate fits in half the free memory; the plan's request holds the choice).
+    vae_tiling: bool | None = None
     cpu_offload: bool = False
     compile: bool = False
     sample_posterior: bool = False
@@ -66,6 +68,16 @@ class SampleRequest(InputsRequest):
         names = DTYPE_NAMES if info.field_name == "dtype" else DEVICE_NAMES
         if value is not None and value not in names:
             raise ValueError(f"'{value}' is not a {info.field_name}; use one of {', '.join(names)}")
+        return value
+
+    @field_validator("vae_tiling", mode="before")
+    @classmethod
+    def _tiling(cls, value: Any) -> bool | None:
+        names = {"on": True, "off": False, "auto": None}
+        if isinstance(value, str):
+            if value not in names:
+                raise ValueError(f"'{value}' is not a tiling choice; use on, off or auto")
+            return names[value]
         return value
 
     @field_validator("step_cache")

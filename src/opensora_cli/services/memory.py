@@ -176,7 +176,7 @@ def estimate(model_dirs: dict[str, Path], num_frames: int, height: int, width: i
 def ways_out(vae_tiling: bool, cpu_offload: bool, device_type: str, frames: int) -> str:
     hints = []
     if not vae_tiling:
-        hints.append("--vae-tiling")
+        hints.append("--vae-tiling on")
     if device_type != "cpu" and not cpu_offload:
         hints.append("--cpu-offload")
     hints.append(f"fewer frames (--num-frames {max(1, (frames - 1) // 2 // 4 * 4 + 1)})")

@@ -89,6 +89,8 @@ def plan(options: Mapping[str, Any]) -> SamplePlan:
 
     device = resolve_device(resolved.device)  # raises one clear line for a missing CUDA or torch_npu
     dtype = resolved.dtype_for(device.type)
+    if resolved.vae_tiling is None:
+        resolved = resolved.model_copy(update={"vae_tiling": choose_vae_tiling(report.items, resolved, dirs, device)})
     outputs, problems = plan_outputs(report.items, resolved, dirs, dtype)
     problems += check_memory(report.items, resolved, dirs, device)
     if problems:
@@ -164,6 +166,43 @@ def prompt_length_warnings(items: list[InputItem], request: SampleRequest, text_
     return warnings
 
 
+# `--vae-tiling auto` decodes untiled (about twice as fast where memory is not short) only when the untiled
+# estimate needs at most this share of the free memory: the estimate is within about 2x of the measured peak
+# (services/memory.py, benchmarks/memory.py), so the rest is the margin for its error.
+UNTILED_SHARE = 0.5
+
+
+def choose_vae_tiling(items: list[InputItem], request: SampleRequest, dirs: dict[str, Path], device) -> bool:
+    """`--vae-tiling auto`: True (tiled) unless the untiled run's estimated peak fits in `UNTILED_SHARE` of the
+    free memory; tiled too when the free memory or the estimate is unknown."""
+    try:
+        needed, free, _ = _memory_need(items, request.model_copy(update={"vae_tiling": False}), dirs, device)
+    except (KeyError, ValueError, TypeError):
+        return True  # (check_memory names the broken config)
+    return free is None or needed > UNTILED_SHARE * free
+
+
+def _memory_need(items: list[InputItem], request: SampleRequest, dirs: dict[str, Path], device):
+    """(bytes the run needs on the device that matters, its free bytes or None when unknown, the estimate).
+
+    Raises:
+        KeyError, ValueError, TypeError: the model config lacks a size field.
+    """
+    from opensora_cli.services import memory
+    from opensora_cli.utils.system import available_host_memory
+
+    height, width = memory.largest_output(items, request)
+    estimate = memory.estimate(dirs, request.window_frames, height, width, request.dtype_for(device.type),
+                               device.type, request.guidance_scale > 1.0, bool(request.vae_tiling),
+                               request.cpu_offload, request.step_cache)
+    if device.type == "cpu":  # host memory is shared by all processes on a CPU
+        return estimate.peak * request.nproc, available_host_memory(), estimate
+    needed = estimate.device_peak
+    if request.sp and request.nproc > 1:  # each accelerator holds its share of the tokens
+        needed -= estimate.activations - estimate.activations // request.nproc
+    return needed, _accelerator_free_memory(device), estimate
+
+
 def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str, Path], device) -> list[Problem]:
     """The run's estimated peak (services/memory.py) against the device's free memory.
 
@@ -171,27 +210,18 @@ def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     tokens under --sp).
     """
     from opensora_cli.services import memory
-    from opensora_cli.utils.system import available_host_memory
 
-    height, width = memory.largest_output(items, request)
-    frames = request.window_frames  # a long video holds one window at a time
     try:
-        estimate = memory.estimate(dirs, frames, height, width, request.dtype_for(device.type), device.type,
-                                   request.guidance_scale > 1.0, request.vae_tiling, request.cpu_offload,
-                                   request.step_cache)
+        needed, free, estimate = _memory_need(items, request, dirs, device)
     except (KeyError, ValueError, TypeError) as exc:
         return [Problem.of("--model", None, f"{dirs['transformer'] / 'config.json'}: cannot read the model's sizes "
                            f"({type(exc).__name__}: {exc})", "use the config.json the model was saved with")]
-    per_process = f" per process x {request.nproc}" if device.type == "cpu" and request.nproc > 1 else ""
-    if device.type == "cpu":
-        needed, free, where = estimate.peak * request.nproc, available_host_memory(), "this machine's free memory"
-    else:
-        needed = estimate.device_peak
-        if request.sp and request.nproc > 1:
-            needed -= estimate.activations - estimate.activations // request.nproc
-        free, where = _accelerator_free_memory(device), f"free memory of {device.type}"
     if free is None or needed <= free:
         return []
+    height, width = memory.largest_output(items, request)
+    frames = request.window_frames  # a long video holds one window at a time
+    per_process = f" per process x {request.nproc}" if device.type == "cpu" and request.nproc > 1 else ""
+    where = "this machine's free memory" if device.type == "cpu" else f"free memory of {device.type}"
     return [Problem.of("--num-frames", None, f"a {frames}-frame {height}x{width} video needs "
                        f"{estimate.describe()}{per_process}; {where} is {memory.gib(free)}",
                        "use " + memory.ways_out(request.vae_tiling, request.cpu_offload, device.type, frames))]
@@ -610,7 +640,8 @@ def _write_outputs(frames, result: SampleResult, job: Job, request: SampleReques
 
     sidecar = {"opensora_cli_version": __version__, "video": result.video.name, **job.request,
                "base_seed": request.seed, "kept_frames": result.kept_frames, "device": str(ctx.device),
-               "world_size": ctx.world_size, "sequence_parallel": request.sp, "seconds": round(result.seconds, 3)}
+               "world_size": ctx.world_size, "sequence_parallel": request.sp,
+               "vae_tiling": request.vae_tiling, "seconds": round(result.seconds, 3)}
     text = json.dumps(sidecar, indent=2) + "\n"
     try:
         if frames is not None:  # (a long video is written as its windows finish)
