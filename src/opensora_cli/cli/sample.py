@@ -68,6 +68,9 @@ def sample_command(
     nproc: int = typer.Option(SAMPLE["nproc"], "--nproc",
                               help="Processes (one per device); prompts are split between them."),
     sp: bool = typer.Option(False, "--sp", help="Sequence parallel: the --nproc processes share each video."),
+    cfg_parallel: bool = typer.Option(
+        False, "--cfg-parallel", help="The two halves of classifier-free guidance on two processes (--nproc 2; "
+        "--nproc 2S with --sp: S processes per half)."),
     vae_tiling: str = typer.Option(
         SAMPLE["vae_tiling"], "--vae-tiling", help="Decode in temporal chunks: on, off, or auto (untiled, "
         "which is faster, when the memory estimate leaves room)."),
@@ -98,7 +101,7 @@ def sample_command(
                    max_hxw=max_hxw, steps=steps, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
                    sampler=sampler, seed=seed, num_samples_per_prompt=num_samples_per_prompt,
                    noise_strength=noise_strength, negative_prompt=negative_prompt, prompt_template=prompt_template,
-                   fps=fps, device=device, dtype=dtype, nproc=nproc, sp=sp,
+                   fps=fps, device=device, dtype=dtype, nproc=nproc, sp=sp, cfg_parallel=cfg_parallel,
                    vae_tiling="off" if no_vae_tiling else vae_tiling,
                    cpu_offload=cpu_offload, step_cache=step_cache, compile=compile_model,
                    sample_posterior=sample_posterior, overwrite=overwrite, text_cache=text_cache, no_text_cache=no_text_cache)

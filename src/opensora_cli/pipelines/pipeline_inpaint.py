@@ -66,6 +66,7 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
         self._sequence_parallel = None  # a DistContext while `enable_sequence_parallel` is on
+        self._cfg_parallel = None  # a DistContext of 2 (the guidance halves) while `enable_cfg_parallel` is on
         self._offload_device: torch.device | None = None
         self._num_timesteps = 0
 
@@ -132,6 +133,12 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
 
         self.transformer.set_attn_processor(SequenceParallelAttnProcessor(ctx))
         self._sequence_parallel = ctx
+
+    def enable_cfg_parallel(self, ctx) -> None:
+        """Run one half of classifier-free guidance here: unconditional on rank 0 of `ctx` (a 2-process
+        `DistContext`, `distributed.cfg_parallel.grid_contexts`), conditional on rank 1; both halves' outputs
+        are gathered once per step. Without guidance (scale <= 1) both ranks run the one pass."""
+        self._cfg_parallel = ctx
 
     # -- 0. memory: model offload ----------------------------------------------------------------------------
 
@@ -383,11 +390,20 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         dtype = self.transformer.dtype
         if getattr(self.transformer, "is_cache_enabled", False):  # a step cache starts afresh with every video
             self.transformer._reset_stateful_cache()
+        split = do_cfg and self._cfg_parallel is not None
+        if split:  # this rank's half of the batched guidance inputs, [unconditional; conditional]
+            from opensora_cli.distributed.cfg_parallel import gather_halves
+
+            half = self._cfg_parallel.rank
+            condition, embeds, text_mask = (None if x is None else x.chunk(2)[half]
+                                            for x in (condition, embeds, text_mask))
         for index, t in enumerate(timesteps):
-            model_input = torch.cat([latents, latents]) if do_cfg else latents
+            model_input = torch.cat([latents, latents]) if do_cfg and not split else latents
             model_input = self.scheduler.scale_model_input(model_input, t).to(dtype)
             model_input = torch.cat([model_input, condition], dim=1)  # (B', 20, T', h, w)
             velocity = self._transformer(model_input, t, embeds, text_mask)
+            if split:  # the one exchange of the step: both halves' outputs on both ranks
+                velocity = gather_halves(velocity, self._cfg_parallel)
             if do_cfg:
                 uncond, cond = velocity.float().chunk(2)
                 guided = uncond + guidance_scale * (cond - uncond)

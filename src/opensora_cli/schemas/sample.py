@@ -49,6 +49,7 @@ class SampleRequest(InputsRequest):
     dtype: str | None = None  # None = fp32 on cpu, bf16 on accelerators
     nproc: int = Field(SAMPLE["nproc"], ge=1, le=64)
     sp: bool = False
+    cfg_parallel: bool = False  # the two guidance halves on two processes (`distributed.cfg_parallel`)
     # Decode in temporal chunks: True, False, or None = auto (`services.sampling.plan` picks untiled, which is
     # faster, when the run's estimate fits in half the free memory; the plan's request holds the choice).
     vae_tiling: bool | None = None
@@ -69,6 +70,13 @@ class SampleRequest(InputsRequest):
         if value is not None and value not in names:
             raise ValueError(f"'{value}' is not a {info.field_name}; use one of {', '.join(names)}")
         return value
+
+    @property
+    def sp_size(self) -> int:
+        """Processes that share each video's frames: all of them under --sp, half with --cfg-parallel too."""
+        if not self.sp:
+            return 1
+        return self.nproc // 2 if self.cfg_parallel else self.nproc
 
     @field_validator("vae_tiling", mode="before")
     @classmethod
@@ -150,6 +158,6 @@ class SampleSummary(BaseModel):
     device: str
     dtype: str
     world_size: int = 1
-    mode: str = "single"  # "single", "ddp" or "sp"
+    mode: str = "single"  # "single", "ddp", "sp", "cfg-parallel" or "cfg-parallel+sp"
     load_seconds: float = 0.0
     peak_memory_gib: float | None = None

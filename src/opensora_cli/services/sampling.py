@@ -78,7 +78,8 @@ def plan(options: Mapping[str, Any]) -> SamplePlan:
     cache_dir, cache_writable, cache_warnings = None, False, []
     if not option_problems:
         dirs, dir_problems = resolve_model_dirs(resolved.model, resolved.vae, resolved.text_encoder)
-        problems += dir_problems + _sampler_problems(resolved) + _sequence_parallel_problems(resolved, dirs)
+        problems += dir_problems + _sampler_problems(resolved) + _cfg_parallel_problems(resolved)
+        problems += _sequence_parallel_problems(resolved, dirs)
         cache_dir, cache_writable, cache_problems, cache_warnings = text_cache.resolve_dir(
             resolved.text_cache, resolved.no_text_cache)
         problems += cache_problems
@@ -118,11 +119,28 @@ def _sampler_problems(request: SampleRequest) -> list[Problem]:
     return []
 
 
+def _cfg_parallel_problems(request: SampleRequest) -> list[Problem]:
+    if not request.cfg_parallel:
+        return []
+    if request.guidance_scale <= 1.0:
+        return [Problem.of("--cfg-parallel", None, f"guidance is off (--guidance-scale {request.guidance_scale:g}), "
+                           "so there are no halves to share", "leave --cfg-parallel out, or use a scale above 1")]
+    if not request.sp and request.nproc != 2:
+        return [Problem.of("--cfg-parallel", None, f"it runs on 2 processes, not {request.nproc}",
+                           "use --nproc 2, or --nproc 4 (or 6, 8, ...) with --sp")]
+    if request.sp and (request.nproc % 2 or request.nproc < 4):
+        return [Problem.of("--cfg-parallel", None, f"with --sp it needs an even number of processes, 4 or more, "
+                           f"not {request.nproc}", "use --nproc 4 (2 halves x 2 processes each)")]
+    return []
+
+
 def _sequence_parallel_problems(request: SampleRequest, dirs: dict[str, Path]) -> list[Problem]:
     if not request.sp:
         return []
     if request.nproc < 2:
         return [Problem.of("--sp", None, "sequence parallel needs several processes", "add --nproc 2 (or more)")]
+    if request.cfg_parallel and (request.nproc % 2 or request.nproc < 4):
+        return []  # (_cfg_parallel_problems says it)
     config_file = dirs.get("transformer", Path()) / "config.json"
     if not config_file.is_file() or request.num_frames is None or (request.num_frames - 1) % 4:
         return []
@@ -135,7 +153,7 @@ def _sequence_parallel_problems(request: SampleRequest, dirs: dict[str, Path]) -
         lengths = {frames for _, frames in window_spans(request.num_frames, request.window_frames,
                                                         request.window_overlap)}  # each window is sharded
     messages = dict.fromkeys(m for frames in sorted(lengths, reverse=True)
-                             for m in check_sequence_parallel(latent_frame_count(frames), heads, request.nproc))
+                             for m in check_sequence_parallel(latent_frame_count(frames), heads, request.sp_size))
     for message in messages:
         what, _, fix = message.partition(": ")
         problems.append(Problem.of("--sp", None, what, fix or None))
@@ -198,8 +216,9 @@ def _memory_need(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     if device.type == "cpu":  # host memory is shared by all processes on a CPU
         return estimate.peak * request.nproc, available_host_memory(), estimate
     needed = estimate.device_peak
-    if request.sp and request.nproc > 1:  # each accelerator holds its share of the tokens
-        needed -= estimate.activations - estimate.activations // request.nproc
+    share = request.sp_size * (2 if request.cfg_parallel else 1)  # of the tokens and of the guidance batch
+    if share > 1:  # each accelerator holds its share of the activations
+        needed -= estimate.activations - estimate.activations // share
     return needed, _accelerator_free_memory(device), estimate
 
 
@@ -411,8 +430,11 @@ def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSumm
 
     request, dirs = plan.request, plan.model_dirs
     world, rank = ctx.world_size, ctx.rank
-    mode = "single" if world == 1 else ("sp" if request.sp else "ddp")
-    writer = mode != "sp" or rank == 0
+    # Under --sp and --cfg-parallel every process works on every video (a share of it); rank 0 writes
+    mode = "single" if world == 1 else ("+".join(name for name, on in (("cfg-parallel", request.cfg_parallel),
+                                                                        ("sp", request.sp)) if on) or "ddp")
+    shared = mode not in ("single", "ddp")
+    writer = not shared or rank == 0
     dtype = torch_dtype(plan.dtype)
 
     # 1. This process's jobs (DDP splits them by their place in the plan, whatever each process finds on disk)
@@ -444,7 +466,7 @@ def _make_outputs(plan: SamplePlan, ctx, reporter: SampleReporter) -> SampleSumm
             # 4. Generate: claim each output just before making it, so that runs sharing the folder share the work
             reporter.start(len(jobs), request.steps)
             for job in jobs:
-                claim, reason = _take(job, ctx, writer, mode == "sp", request.overwrite)
+                claim, reason = _take(job, ctx, writer, shared, request.overwrite)
                 if reason is not None:
                     results.append(_skipped(job, rank, reason))
                     reporter.video_done(results[-1])
@@ -527,7 +549,7 @@ def _generate(pipe, job: Job, embeddings: dict, request: SampleRequest, ctx, rep
                        window.index * request.steps, fixed)
             return out.videos[0], out.kept_frames
 
-        resume = _broadcast_from_rank0(ctx) if request.sp else None
+        resume = _broadcast_from_rank0(ctx) if request.sp or request.cfg_parallel else None
         try:
             result = long_video.generate(make_window, job, request, writer, resume)
         except OSError as exc:
@@ -624,12 +646,18 @@ def _load_models(pipe, request: SampleRequest, dirs: dict[str, Path], ctx, dtype
     pipe.register_modules(vae=vae, transformer=transformer)
     if request.cpu_offload:
         pipe.enable_model_cpu_offload(device=ctx.device)
-    if request.sp:
-        pipe.enable_sequence_parallel(ctx)
+    sp_ctx = ctx if request.sp else None
+    if request.cfg_parallel:
+        from opensora_cli.distributed.cfg_parallel import grid_contexts
+
+        cfg_ctx, sp_ctx = grid_contexts(ctx, request.sp)
+        pipe.enable_cfg_parallel(cfg_ctx)
+    if sp_ctx is not None:
+        pipe.enable_sequence_parallel(sp_ctx)
     if not request.step_cache_policy.off:
         from opensora_cli.models.step_cache import enable_step_cache
 
-        enable_step_cache(transformer, request.step_cache_policy, ctx.group if request.sp else None)
+        enable_step_cache(transformer, request.step_cache_policy, sp_ctx.group if sp_ctx is not None else None)
 
 
 def _write_outputs(frames, result: SampleResult, job: Job, request: SampleRequest, ctx) -> None:
@@ -641,6 +669,7 @@ def _write_outputs(frames, result: SampleResult, job: Job, request: SampleReques
     sidecar = {"opensora_cli_version": __version__, "video": result.video.name, **job.request,
                "base_seed": request.seed, "kept_frames": result.kept_frames, "device": str(ctx.device),
                "world_size": ctx.world_size, "sequence_parallel": request.sp,
+               "cfg_parallel": request.cfg_parallel,
                "vae_tiling": request.vae_tiling, "seconds": round(result.seconds, 3)}
     text = json.dumps(sidecar, indent=2) + "\n"
     try:
