@@ -111,3 +111,20 @@ def test_the_sidecar_says_how_the_video_was_decoded_and_no_vae_tiling_still_work
         result = cli(*args, "-o", tmp_path / str(extra), *extra)
         sidecar = json.loads(Path(json.loads(result.out)["results"][0]["sidecar"]).read_text())
         assert result.code == 0 and sidecar["vae_tiling"] is tiled, (extra, result.err)
+
+
+def test_int8_shrinks_the_transformer_and_a_refused_run_is_told_to_try_it(cli, tmp_path):
+    plain = memory.estimate(DIRS, 129, 512, 768, "fp32", "cpu", True, True)
+    int8 = memory.estimate(DIRS, 129, 512, 768, "fp32", "cpu", True, True, quantize="int8")
+    assert int8.transformer * 4 == plain.transformer and int8.load == plain.transformer
+    assert int8.peak < plain.peak and int8.text_encoder == plain.text_encoder  # the encoder loads unquantised
+    demo = REPO / "examples" / "demo"
+    (tmp_path / "p.txt").write_text("a yellow triangle moves to the right\n")
+    (tmp_path / "c.txt").write_text(f"{demo / 'i2v.png'}\n")
+    args = ["sample", "-p", "p.txt", "-c", "c.txt", "--crop-for-hw", "--height", "8192", "--width", "16384"]
+    result = cli(*args)
+    said = result.out + result.err
+    assert "free memory is" in said and "use --quantize int8, " in said
+    result = cli(*args, "--quantize", "int8")
+    said = result.out + result.err
+    assert "free memory is" in said and "--quantize" not in said.split("free memory is")[1]

@@ -65,12 +65,24 @@ app.command("train-vae")(train_vae.train_vae_command)
 app.command("init-model")(init_model.init_model_command)
 
 
+def _quiet_torchao_import() -> None:
+    """With torchao installed (the [quant] extra), diffusers and transformers import it when a model loads, and
+    the import logs a warning for each optional CUDA kernel library missing (every CPU machine), torch one for
+    each of its enums, and diffusers one for tensor classes torchao 0.18 moved: noise on every run, not
+    problems. Only these loggers, and only their warnings (errors still show)."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script passes it to sys.exit)."""
     from opensora_cli.errors import Interrupted, OpenSoraError
 
     state.verbose = False
     state.argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_torchao_import()
     try:
         result = app(args=argv, prog_name="opensora", standalone_mode=False)
     except typer.TyperException as exc:  # what Typer's parser raises (its click's errors derive from it)

@@ -80,6 +80,9 @@ def sample_command(
         "off", "--step-cache", help="Reuse the transformer's work on steps where it barely changes: off, "
         "first-block[:THRESHOLD] (diffusers' First Block Cache; 0 = uncached) or taylorseer[:INTERVAL] (full "
         "steps every INTERVAL; 1 = uncached). See README."),
+    quantize: str = typer.Option(
+        "none", "--quantize", help="Quantise the text encoder's and the transformer's Linear weights with torchao: "
+        "none, int8 (weight-only, CPU or GPU) or fp8 (CUDA, compute capability 8.9+). Needs the [quant] extra."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the transformer blocks (GPU)."),
     sample_posterior: bool = typer.Option(
         False, "--vae-sample-posterior", help="Encode conditions with a posterior sample (the reference)."),
@@ -103,7 +106,7 @@ def sample_command(
                    noise_strength=noise_strength, negative_prompt=negative_prompt, prompt_template=prompt_template,
                    fps=fps, device=device, dtype=dtype, nproc=nproc, sp=sp, cfg_parallel=cfg_parallel,
                    vae_tiling="off" if no_vae_tiling else vae_tiling,
-                   cpu_offload=cpu_offload, step_cache=step_cache, compile=compile_model,
+                   cpu_offload=cpu_offload, step_cache=step_cache, quantize=quantize, compile=compile_model,
                    sample_posterior=sample_posterior, overwrite=overwrite, text_cache=text_cache, no_text_cache=no_text_cache)
     if text_cache is not None and no_text_cache:
         from opensora_cli.errors import UsageError

@@ -14,6 +14,7 @@ from opensora_cli.schemas.problems import Problem
 
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 DEVICE_NAMES = ("cpu", "cuda", "npu")
+QUANTIZATIONS = ("none", "int8", "fp8")  # --quantize: the text encoder's and transformer's Linear weights
 # What a model folder's `opensora_defaults.json` may set: what it was trained on and how to sample it.
 MODEL_DEFAULT_FIELDS = ("num_frames", "height", "width", "crop_for_hw", "max_hxw", "max_hxw_range", "steps",
                         "guidance_scale", "fps", "sampler", "negative_prompt", "prompt_template")
@@ -42,6 +43,7 @@ class SampleRequest(InputsRequest):
     # (`services.long_video.anchor_colours`). None: the default, SAMPLE["adain"].
     adain: float | None = Field(None, ge=0.0, le=1.0)
     step_cache: str = "off"  # a `schemas.step_cache` policy, kept in its canonical spelling
+    quantize: str = "none"  # one of QUANTIZATIONS (`models.quantize`)
     negative_prompt: str | None = RELEASED["negative_prompt"]  # None = the reference's negative prompt
     prompt_template: bool = RELEASED["prompt_template"]  # the reference's "high quality, high aesthetic" template
     fps: int = Field(RELEASED["fps"], ge=1, le=120)
@@ -86,6 +88,14 @@ class SampleRequest(InputsRequest):
             if value not in names:
                 raise ValueError(f"'{value}' is not a tiling choice; use on, off or auto")
             return names[value]
+        return value
+
+    @field_validator("quantize")
+    @classmethod
+    def _quantize(cls, value: str) -> str:
+        if value not in QUANTIZATIONS:
+            raise ValueError(f"'{value}' is not a quantization; use {', '.join(QUANTIZATIONS[:-1])} or "
+                             f"{QUANTIZATIONS[-1]}")
         return value
 
     @field_validator("step_cache")

@@ -24,6 +24,12 @@ Sizes in bytes. How each part is counted, and why:
   hidden-state size (the first block's residual and output, the other blocks' residual); TaylorSeer keeps 2
   (the output and its step difference) for each block's attention, cross-attention and feed-forward, which at
   the released size is tens of GiB.
+- **Quantisation** (`--quantize int8|fp8`): the transformer's weights count 1 byte per parameter (all of them
+  taken as Linear: its embeddings and norms are well under 1 %; the per-row scales are negligible). Each model
+  loads in the run's dtype and is quantised after, so its unquantised weights are held once: the transformer's
+  alone (`load`, before the VAE loads, the text encoder freed), and the text encoder's phase is not lowered at
+  all (it is freed before anything else loads). So int8 lowers the peak when the denoise or decode phase is
+  the largest, which a long or large video makes it.
 - **Pixels**: `_PIXEL_BYTES` per output pixel and frame: the condition video, its mask and masked copy, the
   decoded video in fp32 and as uint8.
 
@@ -64,18 +70,20 @@ class MemoryEstimate:
     decode: int
     pixels: int
     cpu_offload: bool = False
+    load: int = 0  # the transformer's unquantised weights, held while --quantize converts them
 
     @property
     def peak(self) -> int:
         weights = self.transformer + self.vae
-        return max(self.text_encoder, weights + self.activations + self.pixels, weights + self.decode + self.pixels)
+        return max(self.text_encoder, self.load, weights + self.activations + self.pixels,
+                   weights + self.decode + self.pixels)
 
     @property
     def device_peak(self) -> int:
         """With --cpu-offload the accelerator holds one model at a time, plus that phase's work."""
         if not self.cpu_offload:
             return self.peak
-        return max(self.text_encoder, self.transformer + self.activations, self.vae + self.decode)
+        return max(self.text_encoder, self.transformer + self.activations, self.vae + self.decode)  # load: host
 
     def describe(self) -> str:
         return (f"about {gib(self.peak)} (weights {gib(self.transformer + self.vae)}, text encoder "
@@ -131,7 +139,8 @@ def transformer_parameters(config: dict) -> int:
 
 
 def estimate(model_dirs: dict[str, Path], num_frames: int, height: int, width: int, dtype: str, device_type: str,
-             guidance: bool, vae_tiling: bool, cpu_offload: bool = False, step_cache: str = "off") -> MemoryEstimate:
+             guidance: bool, vae_tiling: bool, cpu_offload: bool = False, step_cache: str = "off",
+             quantize: str = "none") -> MemoryEstimate:
     """The memory a run will need.
 
     Args:
@@ -141,6 +150,7 @@ def estimate(model_dirs: dict[str, Path], num_frames: int, height: int, width: i
         device_type: "cpu", "cuda" or "npu".
         guidance: classifier-free guidance on (two transformer passes per step, batched).
         step_cache: the `--step-cache` policy (`schemas.step_cache`).
+        quantize: `--quantize`: none, int8 or fp8 (1 byte per transformer weight; see the module).
 
     Raises:
         KeyError, ValueError: a config lacks a size field (reported by the caller).
@@ -149,6 +159,9 @@ def estimate(model_dirs: dict[str, Path], num_frames: int, height: int, width: i
     transformer_config = json.loads((Path(model_dirs["transformer"]) / "config.json").read_text())
     vae_config = json.loads((Path(model_dirs["vae"]) / "config.json").read_text())
     transformer = transformer_parameters(transformer_config) * size
+    load = 0
+    if quantize != "none":
+        load, transformer = transformer, transformer // size
     vae = (safetensors_parameters(model_dirs["vae"]) or 0) * size
     text = (safetensors_parameters(model_dirs["text_encoder"]) or 0) * size
 
@@ -170,11 +183,16 @@ def estimate(model_dirs: dict[str, Path], num_frames: int, height: int, width: i
     if not vae_tiling:  # every frame's decoder features at once, beyond the working set of one chunk
         decode += (num_frames - chunk) * height * width * base * size
     pixels = num_frames * height * width * _PIXEL_BYTES
-    return MemoryEstimate(text, transformer, vae, activations, int(decode), pixels, cpu_offload)
+    return MemoryEstimate(text, transformer, vae, activations, int(decode), pixels, cpu_offload, load)
 
 
-def ways_out(vae_tiling: bool, cpu_offload: bool, device_type: str, frames: int) -> str:
+def ways_out(vae_tiling: bool, cpu_offload: bool, device_type: str, frames: int, quantize: str = "none",
+             int8_helps: bool = True) -> str:
+    """The options that lower a refused run's memory, those it does not use already; `int8_helps`: whether
+    --quantize int8 lowers this run's estimate (the caller knows)."""
     hints = []
+    if quantize == "none" and int8_helps:
+        hints.append("--quantize int8")
     if not vae_tiling:
         hints.append("--vae-tiling on")
     if device_type != "cpu" and not cpu_offload:

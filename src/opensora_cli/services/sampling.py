@@ -90,6 +90,12 @@ def plan(options: Mapping[str, Any]) -> SamplePlan:
 
     device = resolve_device(resolved.device)  # raises one clear line for a missing CUDA or torch_npu
     dtype = resolved.dtype_for(device.type)
+    from opensora_cli.models.quantize import quantization_problem
+
+    refused = quantization_problem(resolved.quantize, device)  # fp8 on a CPU: said before anything loads
+    if refused:
+        raise ValidationFailed(report.model_copy(update={"ok": False, "problems": [
+            Problem.of("--quantize", None, *refused)]}))
     if resolved.vae_tiling is None:
         resolved = resolved.model_copy(update={"vae_tiling": choose_vae_tiling(report.items, resolved, dirs, device)})
     outputs, problems = plan_outputs(report.items, resolved, dirs, dtype)
@@ -212,7 +218,7 @@ def _memory_need(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     height, width = memory.largest_output(items, request)
     estimate = memory.estimate(dirs, request.window_frames, height, width, request.dtype_for(device.type),
                                device.type, request.guidance_scale > 1.0, bool(request.vae_tiling),
-                               request.cpu_offload, request.step_cache)
+                               request.cpu_offload, request.step_cache, request.quantize)
     if device.type == "cpu":  # host memory is shared by all processes on a CPU
         return estimate.peak * request.nproc, available_host_memory(), estimate
     needed = estimate.device_peak
@@ -243,7 +249,23 @@ def check_memory(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     where = "this machine's free memory" if device.type == "cpu" else f"free memory of {device.type}"
     return [Problem.of("--num-frames", None, f"a {frames}-frame {height}x{width} video needs "
                        f"{estimate.describe()}{per_process}; {where} is {memory.gib(free)}",
-                       "use " + memory.ways_out(request.vae_tiling, request.cpu_offload, device.type, frames))]
+                       "use " + memory.ways_out(request.vae_tiling, request.cpu_offload, device.type, frames,
+                                                request.quantize, _int8_helps(estimate, dirs, frames, height,
+                                                                              width, request, device.type)))]
+
+
+def _int8_helps(estimate, dirs: dict[str, Path], frames: int, height: int, width: int, request: SampleRequest,
+                device_type: str) -> bool:
+    """Whether --quantize int8 lowers this run's estimate (not when the text encoder's phase is the peak: it
+    loads unquantised, see services/memory.py)."""
+    from opensora_cli.services import memory
+
+    if request.quantize != "none":
+        return False
+    int8 = memory.estimate(dirs, frames, height, width, request.dtype_for(device_type), device_type,
+                           request.guidance_scale > 1.0, request.vae_tiling, request.cpu_offload,
+                           request.step_cache, "int8")
+    return int8.peak < estimate.peak if device_type == "cpu" else int8.device_peak < estimate.device_peak
 
 
 def _accelerator_free_memory(device) -> int | None:
@@ -294,6 +316,7 @@ def _sidecar_request(item: InputItem, sample: int, seed: int, request: SampleReq
         "frame_indices": item.frame_indices, "dtype": dtype, "models": models,
         "windows": window_records(item.windows, seed, request.window_adain) if item.windows else None,
         "step_cache": None if request.step_cache_policy.off else request.step_cache,  # (off: as before it existed)
+        "quantize": None if request.quantize == "none" else request.quantize,  # (none: as before it existed)
     })
 
 
@@ -594,7 +617,7 @@ def _embed_prompts(plan: SamplePlan, jobs: list[Job], ctx, dtype, writer: bool,
     prompts = list(dict.fromkeys(p for job in jobs for p in _prompts(job)))
     encoding = text_cache.Encoding.of(plan.text_encoder_fingerprint or "", request.negative_prompt,
                                       request.guidance_scale, request.prompt_template, plan.dtype,
-                                      ctx.device.type)
+                                      ctx.device.type, request.quantize)
     cache = None
     if plan.text_cache is not None:
         cache = text_cache.TextCache(plan.text_cache, encoding, plan.text_cache_writable and writer)
@@ -606,7 +629,7 @@ def _embed_prompts(plan: SamplePlan, jobs: list[Job], ctx, dtype, writer: bool,
     cached = f" ({len(found)} of {len(prompts)} from the text cache)" if found else ""
     reporter.phase(f"encoding prompts{cached}")
     encoded = text_cache.encode(misses, encoding, lambda: text_cache.load_text_encoder(
-        plan.model_dirs["text_encoder"], dtype, ctx.device), cache)
+        plan.model_dirs["text_encoder"], dtype, ctx.device, request.quantize), cache)
     if encoded.unstored:
         reporter.warning(f"{plan.text_cache}: {encoded.unstored} prompt embedding(s) could not be stored in "
                          "the text cache (disk full?); this run goes on")
@@ -633,6 +656,10 @@ def _load_models(pipe, request: SampleRequest, dirs: dict[str, Path], ctx, dtype
 
     target = "cpu" if request.cpu_offload else ctx.device
     transformer = load_pretrained(OpenSoraInpaint_v1_3, dirs["transformer"], dtype=dtype, device=target)
+    if request.quantize != "none":  # before the VAE loads: the unquantised weights are freed first
+        from opensora_cli.models.quantize import quantize_linears
+
+        quantize_linears(transformer, request.quantize)
     if transformer.config.caption_channels != hidden_size:
         raise ModelLoadError(
             f"{dirs['text_encoder']}: text states are {hidden_size} wide, the transformer expects "

@@ -19,7 +19,8 @@ An entry is named by its key, the SHA-256 of a JSON of everything its tensors de
 * `padding` ("longest": to the longer of the two texts) and `max_length`: the token count L;
 * `dtype` and the device type (`cpu`, `cuda`, `npu`): bf16 states differ from fp32 ones, and fp32 on a CPU
   differs from fp32 on a GPU in the last bits (other kernels, other summation order);
-* the torch and transformers versions (kernels and tokenizers change between releases) and `FORMAT`.
+* the torch and transformers versions (kernels and tokenizers change between releases) and `FORMAT`;
+* `--quantize` and the torchao version, only when it is on (an unquantised run's keys are as before).
 
 So a video made from a cached entry is the video made without the cache, bit for bit, when the entry was
 computed on this kind of device with these library versions, which the key ensures. Not in the key: the GPU
@@ -184,14 +185,15 @@ class Encoding:
     device_type: str  # cpu, cuda, npu
     padding: str = PADDING
     max_length: int = 512
+    quantize: str = "none"  # --quantize: a quantised encoder makes other states
 
     @classmethod
     def of(cls, encoder: str, negative_prompt: str | None, guidance_scale: float, prompt_template: bool,
-           dtype: str, device_type: str) -> Encoding:
+           dtype: str, device_type: str, quantize: str = "none") -> Encoding:
         from opensora_cli.models.text_encoder import DEFAULT_MAX_LENGTH
 
         return cls(encoder, negative_prompt, guidance_scale > 1.0, prompt_template, dtype, device_type,
-                   PADDING, DEFAULT_MAX_LENGTH)
+                   PADDING, DEFAULT_MAX_LENGTH, quantize)
 
     def texts(self, prompt: str) -> list[str]:
         """The strings the encoder reads for `prompt` (the pipeline's `encode_prompt` reads the same)."""
@@ -208,6 +210,10 @@ class Encoding:
                   "padding": self.padding, "max_length": self.max_length, "dtype": self.dtype,
                   "device": self.device_type, "torch": torch.__version__,
                   "transformers": transformers.__version__}
+        if self.quantize != "none":  # in the key only when on: the entries of unquantised runs keep their names
+            from importlib.metadata import version
+
+            fields |= {"quantize": self.quantize, "torchao": version("torchao")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -283,11 +289,14 @@ class TextCache:
         return found
 
 
-def load_text_encoder(folder: Path, dtype, device):
-    """The text encoder as `sample` uses it (padding `PADDING`, the default 512 tokens)."""
+def load_text_encoder(folder: Path, dtype, device, quantize: str = "none"):
+    """The text encoder as `sample` uses it (padding `PADDING`, the default 512 tokens), its Linear weights
+    quantised by `--quantize` (`models.quantize`)."""
+    from opensora_cli.models.quantize import quantize_linears
     from opensora_cli.models.text_encoder import TextEncoder
 
-    return TextEncoder.from_pretrained(folder, dtype=dtype, device=device, padding=PADDING)
+    encoder = TextEncoder.from_pretrained(folder, dtype=dtype, device=device, padding=PADDING)
+    return quantize_linears(encoder, quantize)
 
 
 @dataclass

@@ -397,8 +397,9 @@ def estimate_memory(report: ValidationReport, request: InputsRequest) -> dict | 
     height, width = memory.largest_output(report.items, request)
     frames = request.window_frames  # a long video holds one window at a time
     try:
-        cpu = memory.estimate(dirs, frames, height, width, "fp32", "cpu", True, True)
-        gpu = memory.estimate(dirs, frames, height, width, "bf16", "cuda", True, True)
+        quantize = getattr(request, "quantize", "none")  # (validate-inputs has no --quantize: none)
+        cpu = memory.estimate(dirs, frames, height, width, "fp32", "cpu", True, True, quantize=quantize)
+        gpu = memory.estimate(dirs, frames, height, width, "bf16", "cuda", True, True, quantize=quantize)
     except (OSError, KeyError, ValueError, TypeError):
         return None  # sample names the broken config
     unit = "window" if any(item.windows for item in report.items) else "video"  # a long video holds one at a time
