@@ -28,10 +28,10 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _subprocess import run_sample  # benchmarks/_subprocess.py (this script's folder is on the path)
 
 from opensora_cli.services.evaluation import direction_of, fitted_displacement, track_shape
 
@@ -115,27 +115,6 @@ def write_picture(video: np.ndarray, sidecar: dict, path: Path) -> None:
     write_image(path, np.asarray(canvas))
 
 
-def run_sample(args: list[str]) -> tuple[float, float]:
-    """Run `opensora sample ARGS`; (wall seconds, peak RSS in GiB of the process)."""
-    import psutil
-
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "opensora_cli", "sample", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    peak = 0
-    watched = psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            peak = max(peak, watched.memory_info().rss)
-        except psutil.Error:
-            break
-        time.sleep(0.05)
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"opensora sample failed ({proc.returncode}): {err.strip()[-500:]}")
-    return time.perf_counter() - started, peak / 2**30
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=16, help="held-out images to start from")
@@ -176,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts.write_text("\n".join(lines) + "\n")
         conds.write_text("\n".join(str(data / "eval" / e["first"]) for e in entries) + "\n")
         out = work / f"out-{count}"
-        _, peak = run_sample(["--prompts", str(prompts), "--conds", str(conds), "--num-frames", str(frames),
+        _, peak, _ = run_sample(["--prompts", str(prompts), "--conds", str(conds), "--num-frames", str(frames),
                               "--overlap", str(args.overlap),
                               *(["--adain", str(args.adain)] if args.adain is not None else []),
                               "--steps", str(args.steps), "--output-dir", str(out), "--json"])

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
+import _subprocess  # benchmarks/_subprocess.py (this script's folder is on the path)
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,22 +33,8 @@ DEMO = REPO / "examples" / "demo"
 
 def run_sample(args: list[str]) -> tuple[float, float, list[dict]]:
     """`opensora sample ARGS --json`: (wall seconds, peak RSS in GiB, the results)."""
-    import psutil
-
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "opensora_cli", "sample", *args, "--json", "--no-text-cache"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak, watched = 0, psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            peak = max(peak, watched.memory_info().rss)
-        except psutil.Error:
-            break
-        time.sleep(0.05)
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"opensora sample failed ({proc.returncode}): {err.strip()[-500:]}")
-    return time.perf_counter() - started, peak / 2**30, json.loads(out)["results"]
+    wall, peak, out = _subprocess.run_sample([*args, "--json", "--no-text-cache"])
+    return wall, peak, json.loads(out)["results"]
 
 
 def embedding_cosine(text_encoder: Path, prompts: list[str], quantize: str, negative: str | None,
