@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from _subprocess import run_sample  # benchmarks/_subprocess.py (this script's folder is on the path)
+from _subprocess import (  # benchmarks/_subprocess.py (this script's folder is on the path)
+    make_heldout,
+    run_sample,
+)
 
 from opensora_cli.services.evaluation import direction_of, fitted_displacement, track_shape
 
@@ -130,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="long-video-"))
     data = work / "data"
     if not (data / "eval" / "metadata.json").is_file():
-        subprocess.run([sys.executable, "-m", "opensora_cli", "make-demo-data", str(data), "--clips", "1",
-                        "--images", "1", "--heldout", str(args.lines), "--seed", str(args.seed), "--overwrite"],
-                       check=True, capture_output=True)
+        make_heldout(data, args.lines, args.seed)
     entries = json.loads((data / "eval" / "metadata.json").read_text())[: args.lines]
 
     from opensora_cli.data.media import read_video

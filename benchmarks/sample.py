@@ -3,8 +3,10 @@
     python benchmarks/sample.py                         # CPU: tiny and medium models, 1 vs 2 processes
     python benchmarks/sample.py --device cuda --full    # GPU: the full-size model at 93x352x640, 100 steps
 
-CPU cases run the installed `opensora sample` on random-weight model folders (written once into a temporary
-folder) and read the per-video times from the JSON summary; "peak RSS" is the largest child process so far.
+CPU cases run `opensora sample` in a child process on random-weight model folders (written once into a temporary
+folder), with no text cache, and read the per-video times from the JSON summary; "peak RSS" is that of the
+command and its workers together (benchmarks/_subprocess.py). Each case runs once: one case per row, 1 vs 2
+processes, the step caches and int8 weights (`pip install 'opensora-cli[quant]'`).
 The GPU case runs the pipeline in-process with random full-size weights (transformer 2.78 B and WF-VAE, bf16)
 and random 512-token text states (the text encoder runs once per prompt, outside the loop): an i2v video of
 93 frames at 352x640, EulerAncestral, 100 steps, CFG 7.5. The reference needs 150 s for this on one H100.
@@ -15,9 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,14 +25,25 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
+from _subprocess import run_sample  # benchmarks/_subprocess.py (this script's folder is on the path)
+
+CPU_CASES = (
+    ("1 process, 2 videos", ["--nproc", "1"]),
+    ("2 processes (DDP), 2 videos", ["--nproc", "2"]),
+    ("2 processes (--sp), 2 videos", ["--nproc", "2", "--sp"]),
+    ("2 processes (--cfg-parallel), 2 videos", ["--nproc", "2", "--cfg-parallel"]),
+    ("--step-cache taylorseer:2", ["--nproc", "1", "--step-cache", "taylorseer:2"]),
+    ("--step-cache first-block:0.4", ["--nproc", "1", "--step-cache", "first-block:0.4"]),
+    ("--quantize int8", ["--nproc", "1", "--quantize", "int8"]),
+)
 
 
-def cpu_cases(root: Path) -> list[tuple]:
+def cpu_cases(root: Path, cases: list[str] | None) -> list[tuple]:
+    """Each case of CPU_CASES (or those whose label contains one of `cases`) on the tiny and the medium model."""
     from PIL import Image
 
     from opensora_cli.models.registry import write_random_model_folder
 
-    exe = shutil.which("opensora", path=os.path.dirname(sys.executable)) or shutil.which("opensora")
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 192, 3), dtype=np.uint8)).save(root / "a.png")
     (root / "p.txt").write_text("a red square moves left\na blue circle moves right\n")
     (root / "c.txt").write_text("a.png\na.png\n")
@@ -41,23 +51,21 @@ def cpu_cases(root: Path) -> list[tuple]:
     for size in ("tiny", "medium"):
         model = root / size
         write_random_model_folder(model, transformer=f"OpenSoraInpaint_v1_3-{size}")
-        common = ["sample", "-p", "p.txt", "-c", "c.txt", "--model", str(model), "--json", "--steps", "10",
-                  "--num-frames", "13", "--crop-for-hw", "--height", "128", "--width", "192"]
-        for label, extra in (("1 process, 2 videos", ["--nproc", "1"]), ("2 processes (DDP), 2 videos", ["--nproc", "2"]),
-                             ("2 processes (--sp), 2 videos", ["--nproc", "2", "--sp"])):
-            out = root / f"out-{size}-{len(rows)}"
-            start = time.perf_counter()
-            proc = subprocess.run([exe, *common, *extra, "--output-dir", str(out)], cwd=root, capture_output=True,
-                                  text=True)
-            wall = time.perf_counter() - start
-            if proc.returncode != 0:
-                rows.append((size, label, float("nan"), float("nan"), wall, "failed: " + proc.stderr[-200:]))
+        common = ["-p", str(root / "p.txt"), "-c", str(root / "c.txt"), "--model", str(model), "--json",
+                  "--steps", "10", "--num-frames", "13", "--crop-for-hw", "--height", "128", "--width", "192",
+                  "--no-text-cache"]
+        for label, extra in CPU_CASES:
+            if cases and not any(case in label for case in cases):
                 continue
-            summary = json.loads(proc.stdout.strip().splitlines()[-1])
-            per_step = np.mean([r["seconds_per_step"] for r in summary["results"]])
-            per_video = np.mean([r["seconds"] for r in summary["results"]])
-            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-            rows.append((size, label, per_step, per_video, wall, f"{rss:.2f} GiB peak RSS"))
+            try:
+                wall, peak, out = run_sample([*common, *extra, "--output-dir", str(root / f"out-{len(rows)}")])
+            except SystemExit as failed:
+                rows.append((size, label, float("nan"), float("nan"), float("nan"), str(failed)[-200:]))
+                continue
+            results = json.loads(out.strip().splitlines()[-1])["results"]
+            per_step = np.mean([r["seconds_per_step"] for r in results])
+            per_video = np.mean([r["seconds"] for r in results])
+            rows.append((size, label, per_step, per_video, wall, f"{peak:.2f} GiB peak RSS"))
     return rows
 
 
@@ -116,6 +124,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the full-size GPU case")
     parser.add_argument("--compile", action="store_true", help="also time the full case with compiled blocks")
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--cases", help="CPU: only the cases whose label contains one of these, comma-separated")
     args = parser.parse_args()
     if args.full:
         rows = gpu_full(args.device, False, args.steps)
@@ -126,7 +135,7 @@ def main() -> None:
         title = f"{torch.cuda.get_device_name()}, bf16, torch {torch.__version__}"
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            rows = cpu_cases(Path(tmp))
+            rows = cpu_cases(Path(tmp), args.cases.split(",") if args.cases else None)
         title = f"CPU, {os.cpu_count()} cores, fp32; 13 frames at 128x192, 10 steps, CFG 7.5"
     print(f"{title}\n\n| model | case | s/step | s/video | wall s | memory / notes |\n|---|---|---|---|---|---|")
     for size, label, per_step, per_video, wall, notes in rows:

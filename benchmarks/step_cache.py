@@ -19,12 +19,12 @@ this process, through the service `opensora sample` uses. Printed per policy:
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from _subprocess import make_heldout  # benchmarks/_subprocess.py (this script's folder is on the path)
 
 DEFAULT_POLICIES = ("off,first-block:0.1,first-block:0.2,first-block:0.3,first-block:0.4,first-block:0.5,"
                     "taylorseer:2,taylorseer:3,taylorseer:4")
@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="step-cache-"))
     data = work / "data"
     if not (data / "eval" / "metadata.json").is_file():
-        subprocess.run([sys.executable, "-m", "opensora_cli", "make-demo-data", str(data), "--clips", "1",
-                        "--images", "1", "--heldout", str(args.lines), "--seed", str(args.seed), "--overwrite"],
-                       check=True, capture_output=True)
+        make_heldout(data, args.lines, args.seed)
     eval_dir = data / "eval"
     entries = load_eval_set(eval_dir)
 

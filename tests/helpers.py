@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -61,6 +62,17 @@ def moving_square(frames: int, height: int, width: int, color, direction: int) -
         x = (width // 2 + direction * 2 * i) % (width - 16)
         out[i, height // 2 - 8 : height // 2 + 8, x : x + 16] = color
     return out
+
+
+def write_short_model(root: Path, steps: int) -> Path:
+    """A random tiny model whose defaults are 13 frames (4 latent frames, so 2 processes share them) at 64x96,
+    CFG on, `steps` steps: the model of the multi-process tests."""
+    from opensora_cli.models.registry import write_random_model_folder
+
+    write_random_model_folder(root, seed=1)
+    (root / "opensora_defaults.json").write_text(json.dumps(
+        {"num_frames": 13, "height": 64, "width": 96, "crop_for_hw": True, "steps": steps, "fps": 8}))
+    return root
 
 
 def train_args(data_file, model_dir, output_dir, *extra) -> list:

@@ -54,14 +54,9 @@ def test_two_processes_share_the_guidance_halves_of_every_video(installed_cli, t
 @pytest.mark.slow
 def test_four_processes_are_two_halves_of_two_sequence_shards(installed_cli, tmp_path):
     """--nproc 4 --sp --cfg-parallel: each half's 4 latent frames split over 2 processes."""
-    from opensora_cli.models.registry import write_random_model_folder
+    from .helpers import write_image, write_short_model
 
-    from .helpers import write_image
-
-    model = tmp_path / "model"
-    write_random_model_folder(model, seed=1)
-    (model / "opensora_defaults.json").write_text(json.dumps(
-        {"num_frames": 13, "height": 64, "width": 96, "crop_for_hw": True, "steps": 3, "fps": 8}))
+    model = write_short_model(tmp_path / "model", steps=3)
     write_image(tmp_path / "start.png", 64, 96, color=(200, 30, 30))
     (tmp_path / "p.txt").write_text("a red square\n")
     (tmp_path / "c.txt").write_text("start.png\n")

@@ -196,14 +196,10 @@ def test_without_a_known_trained_length_over_93_frames_is_refused(cli, lines, tm
 
 @pytest.fixture(scope="module")
 def window_model(tmp_path_factory):
-    """A random tiny model trained, its defaults say, on 13 frames (4 latent frames: 2 processes share them)."""
-    from opensora_cli.models.registry import write_random_model_folder
+    """Trained, its defaults say, on 13 frames: -n 21 is two windows."""
+    from .helpers import write_short_model
 
-    root = tmp_path_factory.mktemp("window-model")
-    write_random_model_folder(root, seed=1)
-    (root / "opensora_defaults.json").write_text(json.dumps(
-        {"num_frames": 13, "height": 64, "width": 96, "crop_for_hw": True, "steps": 2, "fps": 8}))
-    return root
+    return write_short_model(tmp_path_factory.mktemp("window-model"), steps=2)
 
 
 @pytest.mark.slow

@@ -102,14 +102,9 @@ def test_the_policy_is_part_of_the_request_and_bad_ones_are_refused(cli, tmp_pat
 
 @pytest.fixture(scope="module")
 def sp_model(tmp_path_factory):
-    """A random tiny model at 13 frames (4 latent frames: 2 processes share them), CFG on."""
-    from opensora_cli.models.registry import write_random_model_folder
+    from .helpers import write_short_model
 
-    root = tmp_path_factory.mktemp("sp-model")
-    write_random_model_folder(root, seed=1)
-    (root / "opensora_defaults.json").write_text(json.dumps(
-        {"num_frames": 13, "height": 64, "width": 96, "crop_for_hw": True, "steps": 4, "fps": 8}))
-    return root
+    return write_short_model(tmp_path_factory.mktemp("sp-model"), steps=4)
 
 
 @pytest.mark.slow

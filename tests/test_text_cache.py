@@ -74,7 +74,8 @@ def test_same_video_with_and_without_the_cache_and_a_cached_run_loads_no_text_en
 def test_every_input_of_an_embedding_is_in_its_key(cli, prompts, tmp_path, text_cache_dir):
     assert _encode(cli, prompts)["computed"] == 1
     assert _encode(cli, prompts) == {"prompts": 1, "computed": 0, "cached": 1,
-                                     "text_cache": str(text_cache_dir), "device": "cpu", "dtype": "fp32"}
+                                     "text_cache": str(text_cache_dir), "device": "cpu", "dtype": "fp32",
+                                     "quantize": "none"}
     # the demo model's defaults: CFG 4.5, negative prompt "", no template
     for extra in (["--negative-prompt", "blurry"], ["--prompt-template"], ["--guidance-scale", "1"],
                   ["--dtype", "bf16"]):
@@ -105,7 +106,8 @@ def test_encode_prompts_then_sample_hits_for_every_prompt_and_stretch(cli, tmp_p
     conds = tmp_path / "c.txt"
     conds.write_text("start.png\nstart.png\n")
     assert _encode(cli, prompts) == {"prompts": 3, "computed": 3, "cached": 0,
-                                     "text_cache": str(text_cache_dir), "device": "cpu", "dtype": "fp32"}
+                                     "text_cache": str(text_cache_dir), "device": "cpu", "dtype": "fp32",
+                                     "quantize": "none"}
     assert len(loads) == 1
     result = cli("sample", "-p", prompts, "-c", conds, "-o", tmp_path / "out", "-n", "29", "--json", *FAST)
     assert result.code == 0, result.out + result.err
@@ -113,6 +115,25 @@ def test_encode_prompts_then_sample_hits_for_every_prompt_and_stretch(cli, tmp_p
     windows = json.loads(Path(json.loads(result.out)["results"][0]["sidecar"]).read_text())["windows"]
     assert {w["prompt"] for w in windows} == {"a red square moves left", "a red square moves right"}
     assert "3 prompt(s) from the text cache" in result.err
+
+
+def test_encode_prompts_quantize_fills_what_a_quantised_sample_looks_up(cli, prompts, tmp_path, loads):
+    pytest.importorskip("torchao")
+    encoded = _encode(cli, prompts, "--quantize", "int8")
+    assert encoded["computed"] == 1 and encoded["quantize"] == "int8"
+    assert _encode(cli, prompts)["computed"] == 1, "an unquantised encoder's states were taken from int8 ones"
+    assert len(loads) == 2
+    _sample(cli, prompts, tmp_path / "out", "--quantize", "int8")
+    assert len(loads) == 2, "sample --quantize int8 loaded the text encoder although encode-prompts had cached it"
+
+
+def test_encode_prompts_refuses_fp8_on_a_cpu_in_one_line(cli, prompts, loads):
+    result = cli("encode-prompts", "-p", prompts, "--quantize", "fp8", "--device", "cpu")
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    assert "--quantize" in result.err and "fp8" in result.err and len(result.err.strip().splitlines()) == 1
+    assert not loads
+    result = cli("encode-prompts", "-p", prompts, "--quantize", "int4")
+    assert result.code in (1, 2) and "'int4' is not a quantization" in result.err, result.err
 
 
 def test_a_damaged_entry_is_recomputed(cli, prompts, tmp_path, text_cache_dir):

@@ -35,21 +35,26 @@ def encode_prompts_command(
         None, "--device", help="cpu, cuda or npu, as `sample` will run [default: cuda, npu, cpu]."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32, bf16 or fp16, as `sample` will run "
                                         "[default: fp32 on CPU, else bf16]."),
+    quantize: str = typer.Option(
+        "none", "--quantize", help="As `sample` will run: none, int8 or fp8 (a quantised encoder makes other "
+        "states, cached apart). Needs the [quant] extra."),
     json_output: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
     verbose: bool = VerboseOption,
 ) -> None:
     """Encode every prompt (and every '|||' stretch) into the text cache, so that `sample` with the same
-    options does not load the text encoder. Entries are keyed by device type and dtype: use the ones `sample`
-    runs with."""
+    options does not load the text encoder. Entries are keyed by device type, dtype and --quantize: use the ones
+    `sample` runs with."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from opensora_cli.services.text_cache import encode_prompts
 
     options = {"prompts": prompts, "model": model, "text_encoder": text_encoder, "text_cache": text_cache,
                "negative_prompt": negative_prompt, "prompt_template": prompt_template,
-               "guidance_scale": guidance_scale, "device": device, "dtype": dtype}
+               "guidance_scale": guidance_scale, "device": device, "dtype": dtype, "quantize": quantize}
+    err = console(stderr=True)
     progress = Progress(TextColumn("encoding prompts"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console(stderr=True), transient=True)
+                        TimeElapsedColumn(), console=err, transient=True,
+                        disable=not err.is_terminal)  # (off a terminal a transient bar leaves an empty line)
     task = None
 
     def start(total: int) -> None:
@@ -66,8 +71,9 @@ def encode_prompts_command(
     if json_output:
         print(json.dumps({"prompts": summary.prompts, "computed": summary.computed, "cached": summary.cached,
                           "text_cache": str(summary.cache_dir), "device": summary.device,
-                          "dtype": summary.dtype}))
+                          "dtype": summary.dtype, "quantize": summary.quantize}))
         return
     console().print(f"{summary.prompts} prompt(s): {summary.computed} computed, {summary.cached} already "
-                    f"cached, in {summary.cache_dir} ({summary.device}, {summary.dtype})", markup=False,
+                    f"cached, in {summary.cache_dir} ({summary.device}, {summary.dtype}"
+                    f"{'' if summary.quantize == 'none' else ', ' + summary.quantize})", markup=False,
                     soft_wrap=True)

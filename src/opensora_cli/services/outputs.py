@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from opensora_cli.schemas.problems import Problem
-from opensora_cli.utils.io import part_owner
+from opensora_cli.utils.io import file_sha256, part_owner
 
 # Fields of a sidecar that decide what its video looks like. Run facts (time, device, process count) are
 # left out, and so are options with equal results by design (--vae-tiling is lossless, the process count and
@@ -46,14 +46,6 @@ REQUEST_FIELDS = (
 # refresh at every denoising step, far more often.
 CLAIM_STALE_SECONDS = 600.0
 _HOST = socket.gethostname()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_fingerprints(model_dirs: dict[str, Path]) -> dict[str, dict[str, str]]:

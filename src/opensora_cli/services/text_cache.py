@@ -36,7 +36,6 @@ entry, at any time.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -53,7 +52,7 @@ FORMAT = 1  # bump when the entries' layout or the meaning of a key field change
 # How `sample` encodes (and so `encode-prompts`): padded to the longer of prompt and negative prompt, not 512:
 # the same video (padding is masked out), less work per step.
 PADDING = "longest"
-_HASHES_FILE = "file-hashes.json"
+HASHES_FILE = "file-hashes.json"  # the hashes of big files, by path, size and mtime
 _WEIGHT_SUFFIXES = (".safetensors",)
 _OTHER_SUFFIXES = (".json", ".model", ".txt")  # config, tokenizer files (sentencepiece .model, vocab .txt)
 
@@ -128,41 +127,16 @@ def encoder_files(folder: Path) -> list[Path]:
 
 
 def encoder_fingerprint(folder: Path, cache_dir: Path | None = None, writable: bool = True) -> str:
-    """The text encoder's identity: SHA-256 over the (name, SHA-256) of each of `encoder_files(folder)`.
-
-    Hashing mT5-XXL's weights (tens of GB) takes a minute or more at disk speed, so each file's hash is
-    remembered in `cache_dir/file-hashes.json` by its resolved path, size and mtime (ns), and only a new or
-    changed file is hashed again. Concurrent writers of that file may lose each other's new lines (it is
-    replaced whole, atomically): those files are hashed again next time, nothing worse.
+    """The text encoder's identity: SHA-256 over the (name, SHA-256) of each of `encoder_files(folder)`, each
+    file's hash remembered in `cache_dir/file-hashes.json` (see `utils.io.files_fingerprint`).
 
     Raises:
         OSError: a file cannot be read.
     """
-    from opensora_cli.services.outputs import file_sha256
+    from opensora_cli.utils.io import files_fingerprint
 
-    book_path = cache_dir / _HASHES_FILE if cache_dir is not None else None
-    book: dict[str, list] = {}
-    if book_path is not None:
-        with contextlib.suppress(OSError, ValueError):
-            loaded = json.loads(book_path.read_text(encoding="utf-8"))
-            book = loaded if isinstance(loaded, dict) else {}
-    parts, changed = [], False
-    for path in encoder_files(folder):
-        real = path.resolve()  # a Hugging Face snapshot links to its blobs: the blob's size and mtime count
-        stat = real.stat()
-        known = book.get(str(real))
-        if isinstance(known, list) and known[:2] == [stat.st_size, stat.st_mtime_ns] and len(known) == 3:
-            digest = known[2]
-        else:
-            digest, changed = file_sha256(real), True
-            book[str(real)] = [stat.st_size, stat.st_mtime_ns, digest]
-        parts.append([path.name, digest])
-    if changed and book_path is not None and writable:
-        from opensora_cli.utils.io import atomic_path
-
-        with contextlib.suppress(OSError), atomic_path(book_path) as tmp:
-            tmp.write_text(json.dumps(book, indent=1, sort_keys=True), encoding="utf-8")
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    book = cache_dir / HASHES_FILE if cache_dir is not None else None
+    return files_fingerprint(encoder_files(folder), book, writable)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -346,6 +320,7 @@ class EncodeSummary:
     device: str
     dtype: str
     text_encoder: Path
+    quantize: str = "none"
 
 
 def encode_prompts(options: Mapping[str, Any], on_start: Callable[[int], None] | None = None,
@@ -357,7 +332,7 @@ def encode_prompts(options: Mapping[str, Any], on_start: Callable[[int], None] |
 
     Args:
         options: prompts, model, text_encoder, text_cache, negative_prompt, prompt_template, guidance_scale,
-            dtype, device; None where not given.
+            dtype, device, quantize; None where not given.
         on_start: called with the number of prompts to encode, before the encoder loads.
         on_done: called after each prompt encoded.
 
@@ -392,16 +367,20 @@ def encode_prompts(options: Mapping[str, Any], on_start: Callable[[int], None] |
         raise InputError("; ".join(p.render() for p in problems))
 
     from opensora_cli.distributed.device import resolve_device, torch_dtype
+    from opensora_cli.models.quantize import quantization_problem
 
     device = resolve_device(request.device)
     dtype = request.dtype_for(device.type)
+    refused = quantization_problem(request.quantize, device)  # fp8 on a CPU, torchao missing: before loading
+    if refused:
+        raise InputError(Problem.of("--quantize", None, *refused).render())
     folder = folders["text_encoder"]
     try:
         fingerprint = encoder_fingerprint(folder, cache_dir)
     except OSError as exc:
         raise InputError(f"{folder}: cannot read the text encoder ({exc.strerror or exc})") from None
     encoding = Encoding.of(fingerprint, request.negative_prompt, request.guidance_scale,
-                           request.prompt_template, dtype, device.type)
+                           request.prompt_template, dtype, device.type, request.quantize)
     cache = TextCache(cache_dir, encoding)
     prompts = list(dict.fromkeys(prompts))
     found = cache.lookup(prompts)
@@ -409,10 +388,11 @@ def encode_prompts(options: Mapping[str, Any], on_start: Callable[[int], None] |
     if on_start is not None:
         on_start(len(misses))
     if misses:
-        result = encode(misses, encoding, lambda: load_text_encoder(folder, torch_dtype(dtype), device),
-                        cache, on_done)
+        result = encode(misses, encoding,
+                        lambda: load_text_encoder(folder, torch_dtype(dtype), device, request.quantize), cache,
+                        on_done)
         if result.unstored:
             raise InputError(f"{cache_dir}: {result.unstored} embedding(s) could not be stored — free some "
                              "space or pick another --text-cache")
     return EncodeSummary(prompts=len(prompts), computed=len(misses), cached=len(found), cache_dir=cache_dir,
-                         device=str(device), dtype=dtype, text_encoder=folder)
+                         device=str(device), dtype=dtype, text_encoder=folder, quantize=request.quantize)
