@@ -3,9 +3,12 @@
     rng = np.random.default_rng(0)
     frames, meta = generate_clip(rng, frames=17, height=64, width=96)  # (17, 64, 96, 3) uint8, metadata
     make_dataset("demo_data", clips=2000)  # videos/, images/, annotation.json, data.txt, eval/
+    make_dataset("diag_data", clips=500, concept="diagonal")  # every clip moves along a diagonal
 
 Everything a tiny model must learn is in the caption ("a red circle moves to the left"), and everything the
 evaluation checks is in the metadata (colour rgb, direction, centroid per frame), so no caption is ever parsed.
+The demo model is trained on the four axis directions only (concept "none"); concept "diagonal" draws every clip
+along one of four diagonals instead, a motion that model has never seen, for fine-tuning experiments (LoRA).
 Shapes are drawn by 8x8 supersampling of their exact outline, so motion is sub-pixel smooth and the metadata
 centroid (the coverage-weighted mean, in pixel-index coordinates: column x, row y) is exact. Backgrounds are
 dark and smooth so every shape stands out and a tiny VAE can reconstruct them. numpy, Pillow and imageio only.
@@ -34,6 +37,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+# Signs (x, y) of the diagonal motions (rows grow downwards); the unit vector is (ux, uy) / sqrt(2).
+DIAGONALS: dict[str, tuple[int, int]] = {"up-left": (-1, -1), "up-right": (1, -1), "down-left": (-1, 1),
+                                         "down-right": (1, 1)}
+# Which directions a data set's clips move in, by --concept: "none" is the demo model's own domain.
+CONCEPTS: dict[str, dict[str, tuple[int, int]]] = {"none": DIRECTIONS, "diagonal": DIAGONALS}
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "dark grey": (45, 45, 45),
     "navy": (20, 25, 70),
@@ -46,7 +54,7 @@ TEXTURE_WORDS = {"plain": "", "gradient": " with a soft gradient", "stripes": " 
 # Peak deviation of a texture from its base colour: low contrast keeps every shape > 100 RGB units away.
 TEXTURE_AMPLITUDE = 14.0
 SHAPE_SIZE = (20.0, 26.0)  # side of the shape's bounding box, pixels (about 3 latent cells of the 8x VAE)
-SPEED = (1.5, 2.5)  # pixels per frame
+SPEED = (1.5, 2.5)  # pixels per frame, along the motion (a diagonal's per-axis steps are speed / sqrt(2))
 MARGIN = 1.0  # pixels kept between the shape and the frame border
 SUPERSAMPLE = 8  # sub-samples per pixel side: centroids step within 1/8 px of the nominal speed
 FPS = 8
@@ -122,13 +130,15 @@ def _draw(background: np.ndarray, shape: str, rgb, cx: float, cy: float, size: f
 
 
 def generate_clip(rng: np.random.Generator, frames: int = 17, height: int = 64, width: int = 96,
-                  direction: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                  direction: str | None = None, concept: str = "none") -> tuple[np.ndarray, dict[str, Any]]:
     """One clip: a shape of random colour, kind and size moving at constant speed, fully inside every frame.
 
     Args:
         rng: all randomness comes from it (same state, same clip).
         frames, height, width: clip size T x H x W (height and width >= 32).
-        direction: force a direction ("left", "right", "up", "down"); random when None.
+        direction: force a direction (a key of DIRECTIONS or DIAGONALS); random among `concept`'s when None.
+        concept: a key of CONCEPTS, the directions a random draw picks from ("none": left, right, up, down;
+            "diagonal": up-left, up-right, down-left, down-right). "none" draws exactly as before concepts existed.
 
     Returns:
         (T, H, W, 3) uint8 frames and the metadata: colour, rgb, shape, direction, velocity (dx, dy) px/frame,
@@ -136,25 +146,34 @@ def generate_clip(rng: np.random.Generator, frames: int = 17, height: int = 64, 
     """
     colour = str(rng.choice(list(COLOURS)))
     shape = str(rng.choice(SHAPES))
-    direction = str(rng.choice(list(DIRECTIONS))) if direction is None else direction
+    if concept not in CONCEPTS:
+        raise ValueError(f"unknown concept {concept!r}; expected one of {', '.join(CONCEPTS)}")
+    direction = str(rng.choice(list(CONCEPTS[concept]))) if direction is None else direction
     background, description, texture = _background(rng, height, width)
     size = float(min(rng.uniform(*SHAPE_SIZE), min(height, width) / 2.5))
-    ux, uy = DIRECTIONS[direction]
-    steps = max(frames - 1, 1)
-    room = (width if ux else height) - size - 2 * MARGIN  # the most travel the motion axis allows
-    speed = float(min(rng.uniform(*SPEED), room / steps))
-    travel = speed * (frames - 1)
-    # Centre ranges (pixel-index coordinates) that keep the whole shape inside; long clips get a lower speed.
-    low = size / 2 + MARGIN - 0.5
-    x_hi, y_hi = width - 0.5 - size / 2 - MARGIN, height - 0.5 - size / 2 - MARGIN
-    if ux:  # start so that start + travel stays inside too
-        x0 = rng.uniform(low, max(low, x_hi - travel)) + (travel if ux < 0 else 0.0)  # max: float rounding
-        y0 = rng.uniform(low, y_hi)
+    if direction in DIAGONALS:
+        # Separate path so the axis directions below keep drawing exactly what they always drew.
+        x0, y0, velocity = _diagonal_motion(rng, direction, frames, height, width, size)
+        vertical, horizontal = direction.split("-")
+        # "up and to the left" or "up and left", like the axis captions' "to the left" / "left"
+        phrase = f"{vertical} and {'to the ' if rng.random() < 0.5 else ''}{horizontal}"
     else:
-        y0 = rng.uniform(low, max(low, y_hi - travel)) + (travel if uy < 0 else 0.0)
-        x0 = rng.uniform(low, x_hi)
-    velocity = (speed * ux, speed * uy)
-    phrase = f"to the {direction}" if direction in ("left", "right") and rng.random() < 0.5 else direction
+        ux, uy = DIRECTIONS[direction]
+        steps = max(frames - 1, 1)
+        room = (width if ux else height) - size - 2 * MARGIN  # the most travel the motion axis allows
+        speed = float(min(rng.uniform(*SPEED), room / steps))
+        travel = speed * (frames - 1)
+        # Centre ranges (pixel-index coordinates) that keep the whole shape inside; long clips get a lower speed.
+        low = size / 2 + MARGIN - 0.5
+        x_hi, y_hi = width - 0.5 - size / 2 - MARGIN, height - 0.5 - size / 2 - MARGIN
+        if ux:  # start so that start + travel stays inside too
+            x0 = rng.uniform(low, max(low, x_hi - travel)) + (travel if ux < 0 else 0.0)  # max: float rounding
+            y0 = rng.uniform(low, y_hi)
+        else:
+            y0 = rng.uniform(low, max(low, y_hi - travel)) + (travel if uy < 0 else 0.0)
+            x0 = rng.uniform(low, x_hi)
+        velocity = (speed * ux, speed * uy)
+        phrase = f"to the {direction}" if direction in ("left", "right") and rng.random() < 0.5 else direction
     caption = f"a {colour} {shape} moves {phrase}"
     if rng.random() < 0.5:
         caption += f" on a {description}"
@@ -166,6 +185,29 @@ def generate_clip(rng: np.random.Generator, frames: int = 17, height: int = 64, 
     return out, {"colour": colour, "rgb": list(COLOURS[colour]), "shape": shape, "direction": direction,
                  "velocity": [round(velocity[0], 4), round(velocity[1], 4)], "centroids": [list(c) for c in centroids],
                  "size": round(size, 3), "background": description, "texture": texture, "caption": caption}
+
+
+def _diagonal_motion(rng: np.random.Generator, direction: str, frames: int, height: int, width: int,
+                     size: float) -> tuple[float, float, tuple[float, float]]:
+    """Start centre (x0, y0) and velocity (dx, dy) px/frame of a diagonal clip whose shape (bounding box `size`)
+    stays MARGIN px inside every frame on both axes.
+
+    The speed along the diagonal is drawn from SPEED like an axis clip's, so a diagonal is neither faster nor
+    slower on screen; each axis then moves speed / sqrt(2) per frame, and the speed is capped so that the
+    per-axis travel fits the tighter axis (the height, in landscape frames).
+    """
+    ux, uy = DIAGONALS[direction]
+    steps = max(frames - 1, 1)
+    room = min(width, height) - size - 2 * MARGIN  # the most per-axis travel both axes allow
+    speed = float(min(rng.uniform(*SPEED), np.sqrt(2) * room / steps))
+    travel = speed / np.sqrt(2) * (frames - 1)  # on each axis
+    low = size / 2 + MARGIN - 0.5
+    x_hi, y_hi = width - 0.5 - size / 2 - MARGIN, height - 0.5 - size / 2 - MARGIN
+    # As for an axis clip, on both axes: start where start + travel still lies inside (max: float rounding).
+    x0 = rng.uniform(low, max(low, x_hi - travel)) + (travel if ux < 0 else 0.0)
+    y0 = rng.uniform(low, max(low, y_hi - travel)) + (travel if uy < 0 else 0.0)
+    step = speed / np.sqrt(2)
+    return float(x0), float(y0), (float(step * ux), float(step * uy))
 
 
 def generate_image(rng: np.random.Generator, height: int = 64, width: int = 96) -> tuple[np.ndarray, dict[str, Any]]:
@@ -194,7 +236,7 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 
 def make_dataset(out_dir: str | os.PathLike, clips: int = 2000, images: int = 200, frames: int = 17, height: int = 64,
-                 width: int = 96, seed: int = 0, heldout: int = 48,
+                 width: int = 96, seed: int = 0, heldout: int = 48, concept: str = "none",
                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Write a training set and a held-out evaluation set of the domain into `out_dir`; return the counts, paths
     and seconds taken. `progress` is called with (items written, items in all) after every clip and image.
@@ -206,9 +248,16 @@ def make_dataset(out_dir: str | os.PathLike, clips: int = 2000, images: int = 20
     clips, images and held-out clips draw from independent streams of `seed`, so changing one count leaves the
     others' content unchanged; held-out directions cycle left, right, up, down so every direction is evaluated
     equally.
+
+    `concept` (a key of CONCEPTS) picks the directions of the training and held-out clips: "none" the four axis
+    directions (the files are the same as before concepts existed), "diagonal" up-left, up-right, down-left,
+    down-right, cycled in that order in the held-out set. Training images are stills and do not depend on it.
+    The summary has "concept".
     """
     import time
 
+    if concept not in CONCEPTS:
+        raise ValueError(f"unknown concept {concept!r}; expected one of {', '.join(CONCEPTS)}")
     started = time.perf_counter()
     out = Path(out_dir)
     total = clips + images + heldout
@@ -216,7 +265,7 @@ def make_dataset(out_dir: str | os.PathLike, clips: int = 2000, images: int = 20
     records = []
     rng = np.random.default_rng([seed, 0])
     for index in range(clips):
-        video, meta = generate_clip(rng, frames, height, width)
+        video, meta = generate_clip(rng, frames, height, width, concept=concept)
         name = f"videos/{index:05d}.mp4"
         write_video(out / name, video, FPS, crf=DATASET_CRF)
         records.append({"path": name, "cap": meta["caption"], "resolution": {"height": height, "width": width},
@@ -233,7 +282,7 @@ def make_dataset(out_dir: str | os.PathLike, clips: int = 2000, images: int = 20
     _write_lines(out / "data.txt", [".,annotation.json"])
 
     rng = np.random.default_rng([seed, 2])
-    directions = list(DIRECTIONS)
+    directions = list(CONCEPTS[concept])
     entries = []
     for index in range(heldout):
         video, meta = generate_clip(rng, frames, height, width, direction=directions[index % len(directions)])
@@ -249,18 +298,21 @@ def make_dataset(out_dir: str | os.PathLike, clips: int = 2000, images: int = 20
     _write_lines(out / "eval" / "transition_conds.txt", [f"{entry['first']},{entry['last']}" for entry in entries])
     _write_json(out / "eval" / "metadata.json", entries)
     return {"out_dir": str(out), "clips": clips, "images": images, "heldout": heldout, "frames": frames,
-            "height": height, "width": width, "seed": seed, "data_file": str(out / "data.txt"),
+            "height": height, "width": width, "seed": seed, "concept": concept, "data_file": str(out / "data.txt"),
             "eval_dir": str(out / "eval"), "seconds": round(time.perf_counter() - started, 2)}
 
 
 def write_examples(out_dir: str | os.PathLike, seed: int = 0, frames: int = 17, height: int = 64,
-                   width: int = 96) -> dict[str, Any]:
+                   width: int = 96, concept: str = "none") -> dict[str, Any]:
     """Four quick-start lines in the domain (i2v, transition, key frames, continuation), each from its own clip
-    with its own direction: `prompts.txt`, `conds.txt` and the media they name.
+    with its own direction: `prompts.txt`, `conds.txt` and the media they name. With `concept` "diagonal" the
+    clips move up-right, up-left, down-left and down-right (each the axis direction's turn to the diagonal).
 
     Returns:
         {"prompts": path, "conds": path, "files": [media paths]}.
     """
+    if concept not in CONCEPTS:
+        raise ValueError(f"unknown concept {concept!r}; expected one of {', '.join(CONCEPTS)}")
     out = Path(out_dir)
     rng = np.random.default_rng([seed, 3])
     middle = (frames - 1) // 2
@@ -273,7 +325,11 @@ def write_examples(out_dir: str | os.PathLike, seed: int = 0, frames: int = 17, 
         ("down", "continuation.mp4", {}),
     ]
     prompts, conds, files = [], [], []
+    # the axis direction's diagonal, so the four lines still cover four different motions
+    diagonal = {"right": "up-right", "up": "up-left", "left": "down-left", "down": "down-right"}
     for direction, cond, images in lines:
+        if concept == "diagonal":
+            direction = diagonal[direction]
         video, meta = generate_clip(rng, frames, height, width, direction=direction)
         prompts.append(meta["caption"])
         conds.append(cond)

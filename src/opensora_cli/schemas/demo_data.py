@@ -6,9 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, field_validator
 
 MIN_SIZE = 32  # the shape (14-18 px) and its travel need room
+# --concept: the motions of the data set (`data.synthetic.CONCEPTS`, which a test keeps equal to this; spelt
+# out here so that checking a request does not import numpy)
+CONCEPTS = ("none", "diagonal")
 
 
 def _int_rule(ok: Callable[[int], bool], allowed: str) -> AfterValidator:
@@ -37,5 +40,13 @@ class DemoDataRequest(BaseModel):
     height: Side = 64
     width: Side = 96
     seed: Annotated[int, _int_rule(lambda v: v >= 0, "must be 0 or more")] = 0
+    concept: str = "none"  # one of CONCEPTS
     examples: Path | None = None
     overwrite: bool = False
+
+    @field_validator("concept")
+    @classmethod
+    def _concept(cls, value: str) -> str:
+        if value not in CONCEPTS:
+            raise ValueError(f"'{value}' is not a concept; use {', '.join(CONCEPTS[:-1])} or {CONCEPTS[-1]}")
+        return value

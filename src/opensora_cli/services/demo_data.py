@@ -33,7 +33,7 @@ def make_demo_data(options: dict[str, Any], progress: Callable[[int, int], None]
 
     from opensora_cli.data.synthetic import make_dataset, write_examples
 
-    size = request.model_dump(include={"seed", "frames", "height", "width"})
+    size = request.model_dump(include={"seed", "frames", "height", "width", "concept"})
     summary = make_dataset(request.out_dir, clips=request.clips, images=request.images, heldout=request.heldout,
                            progress=progress, **size)
     if request.examples is not None:

@@ -9,7 +9,9 @@ Metrics (no torch, numpy + decord + Pillow):
   condition images;
 - end frame reached (transition): the tracked shape's final centroid within `END_TOLERANCE` px of the target's;
 - motion follows the prompt: the shape is tracked by colour in every frame and the direction of its fitted
-  displacement is compared with the prompt's.
+  displacement is compared with the prompt's. Axis directions (left, right, up, down) are told apart by the
+  dominant axis; a diagonal entry ("up-left", ... from `make-demo-data --concept diagonal`) is followed when the
+  displacement lies within `DIAGONAL_TOLERANCE` degrees of its diagonal (`direction_of(..., diagonals=True)`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ TRACK_DISTANCE = 60.0
 MIN_SHAPE_PIXELS = 20  # fewer matching pixels: the shape is not in this frame
 MIN_DISPLACEMENT = 2.0  # px over the clip; less is "still", which matches no direction
 END_TOLERANCE = 4.0  # px between the final centroid and the target's
+# Signs (x, y) of the diagonals (rows grow downwards), as `data.synthetic.DIAGONALS` draws them.
+DIAGONALS: dict[str, tuple[int, int]] = {"up-left": (-1, -1), "up-right": (1, -1), "down-left": (-1, 1),
+                                         "down-right": (1, 1)}
+# Degrees either side of a diagonal that still count as it: half the 45 degrees between a diagonal and an axis,
+# so the eight directions split the circle into equal sectors and none overlap.
+DIAGONAL_TOLERANCE = 22.5
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -72,14 +80,28 @@ def fitted_displacement(centroids: Sequence[tuple[float, float] | None]) -> tupl
     return float(slope[0] * (t[-1] - t[0])), float(slope[1] * (t[-1] - t[0]))
 
 
-def direction_of(displacement: tuple[float, float] | None, min_displacement: float = MIN_DISPLACEMENT) -> str | None:
+def direction_of(displacement: tuple[float, float] | None, min_displacement: float = MIN_DISPLACEMENT,
+                 diagonals: bool = False) -> str | None:
     """"left", "right", "up" or "down" from the dominant axis and sign (rows grow downwards), "still" below
-    `min_displacement` px, None when there is no displacement."""
+    `min_displacement` px, None when there is no displacement.
+
+    With `diagonals`, eight directions: a key of DIAGONALS when the (dx, dy) displacement's angle lies within
+    DIAGONAL_TOLERANCE degrees of that diagonal, else the axis direction as above; "still" is then a length
+    (hypot) below `min_displacement`, since a diagonal's per-axis components are only 1/sqrt(2) of its length.
+    Without it (the default) the result is what it always was: axis-only eval sets score as before.
+    """
     if displacement is None:
         return None
     dx, dy = displacement
-    if max(abs(dx), abs(dy)) < min_displacement:
+    length = math.hypot(dx, dy) if diagonals else max(abs(dx), abs(dy))
+    if length < min_displacement:
         return "still"
+    if diagonals:
+        for name, (ux, uy) in DIAGONALS.items():
+            # angle between the displacement and the diagonal's unit vector, 0..180 degrees
+            cosine = (dx * ux + dy * uy) / (math.sqrt(2) * length)
+            if math.degrees(math.acos(max(-1.0, min(1.0, cosine)))) <= DIAGONAL_TOLERANCE:
+                return name
     if abs(dx) >= abs(dy):
         return "right" if dx > 0 else "left"
     return "down" if dy > 0 else "up"
@@ -233,7 +255,8 @@ def score_video(entry: dict[str, Any], eval_dir: Path, frames: np.ndarray, mode:
             end_error = math.dist(centroids[-1], entry["centroids"][-1])
     return {
         "expected": entry["direction"],
-        "found": direction_of(fitted_displacement(centroids)),
+        # a diagonal entry is scored in eight directions (missing it by an axis shows as e.g. "left")
+        "found": direction_of(fitted_displacement(centroids), diagonals=entry["direction"] in DIAGONALS),
         "tracked_frames": sum(c is not None for c in centroids),
         "frames": len(centroids),
         "kept_psnr": kept,
