@@ -9,7 +9,13 @@ from pathlib import Path
 
 
 def run_sample(args: list[str]) -> tuple[float, float, str]:
-    """Run `opensora sample ARGS` in a child process; (wall seconds, peak RSS in GiB, its stdout).
+    """Run `opensora sample ARGS` in a child process; (wall seconds, peak RSS in GiB, its stdout); see
+    `run_opensora`."""
+    return run_opensora(["sample", *args])
+
+
+def run_opensora(args: list[str]) -> tuple[float, float, str]:
+    """Run `opensora ARGS` in a child process; (wall seconds, peak RSS in GiB, its stdout).
 
     The peak is that of the child and all its descendants together (the workers of `--nproc 2`), polled every
     50 ms.
@@ -20,7 +26,7 @@ def run_sample(args: list[str]) -> tuple[float, float, str]:
     import psutil
 
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "opensora_cli", "sample", *args], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "opensora_cli", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     peak, watched = 0, psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -38,7 +44,7 @@ def run_sample(args: list[str]) -> tuple[float, float, str]:
         time.sleep(0.05)
     out, err = proc.communicate()
     if proc.returncode != 0:
-        raise SystemExit(f"opensora sample failed ({proc.returncode}): {err.strip()[-500:]}")
+        raise SystemExit(f"opensora {args[0]} failed ({proc.returncode}): {err.strip()[-500:]}")
     return time.perf_counter() - started, peak / 2**30, out
 
 

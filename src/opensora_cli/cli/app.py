@@ -15,6 +15,7 @@ from opensora_cli.cli import (
     demo_data,
     encode_prompts,
     init_model,
+    lora,
     mask_preview,
     sample,
     train,
@@ -63,6 +64,7 @@ app.command("train")(train.train_command)
 app.command("make-demo-data")(demo_data.make_demo_data_command)
 app.command("train-vae")(train_vae.train_vae_command)
 app.command("init-model")(init_model.init_model_command)
+app.add_typer(lora.lora_app, name="lora")
 
 
 def _quiet_torchao_import() -> None:

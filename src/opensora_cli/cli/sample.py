@@ -83,6 +83,10 @@ def sample_command(
     quantize: str = typer.Option(
         "none", "--quantize", help="Quantise the text encoder's and the transformer's Linear weights with torchao: "
         "none, int8 (weight-only, CPU or GPU) or fp8 (CUDA, compute capability 8.9+). Needs the [quant] extra."),
+    lora: Optional[list[str]] = typer.Option(
+        None, "--lora", metavar="DIR[:SCALE]", help="A LoRA adapter folder (a checkpoint of `train --lora-rank`), DIR or DIR:SCALE; "
+        "repeat for several at once. Scale 0 = the base model."),
+    lora_scale: float = typer.Option(1.0, "--lora-scale", help="The scale of each --lora given without one."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the transformer blocks (GPU)."),
     sample_posterior: bool = typer.Option(
         False, "--vae-sample-posterior", help="Encode conditions with a posterior sample (the reference)."),
@@ -106,7 +110,8 @@ def sample_command(
                    noise_strength=noise_strength, negative_prompt=negative_prompt, prompt_template=prompt_template,
                    fps=fps, device=device, dtype=dtype, nproc=nproc, sp=sp, cfg_parallel=cfg_parallel,
                    vae_tiling="off" if no_vae_tiling else vae_tiling,
-                   cpu_offload=cpu_offload, step_cache=step_cache, quantize=quantize, compile=compile_model,
+                   cpu_offload=cpu_offload, step_cache=step_cache, quantize=quantize, lora=lora or [],
+                   lora_scale=lora_scale, compile=compile_model,
                    sample_posterior=sample_posterior, overwrite=overwrite, text_cache=text_cache, no_text_cache=no_text_cache)
     if text_cache is not None and no_text_cache:
         from opensora_cli.errors import UsageError

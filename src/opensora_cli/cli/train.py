@@ -52,6 +52,15 @@ def train_command(
         "on a CPU; needs --vae-posterior-mean [0: off]."),
     gradient_checkpointing: Optional[bool] = _opt("--gradient-checkpointing/--no-gradient-checkpointing",
                                                   help="Recompute block activations in the backward pass."),
+    lora_rank: Optional[int] = _opt("--lora-rank", help="Train a LoRA adapter of this rank (e.g. 16) on the frozen "
+                                    "transformer instead of all its weights; checkpoints hold the adapter."),
+    lora_alpha: Optional[float] = _opt("--lora-alpha", help="LoRA alpha: the update is scaled by alpha / rank "
+                                       "[the rank]."),
+    lora_dropout: Optional[float] = _opt("--lora-dropout", help="Dropout on the adapter's input [0]."),
+    lora_targets: Optional[str] = _opt("--lora-targets", help="Layers that get an adapter: attn (self- and "
+                                       "cross-attention), attn+ff, or all-linear [attn]."),
+    train_modules: Optional[str] = _opt("--train-modules", help="Modules trained whole beside the adapter, "
+                                        "comma-separated; 'inpaint' = the inpaint input branches."),
     use_ema: Optional[bool] = _opt("--use-ema/--no-ema", help="Keep an EMA of the weights (saved for sampling)."),
     ema_decay: Optional[float] = _opt("--ema-decay", help="[0.9999]"),
     checkpointing_steps: Optional[int] = _opt("--checkpointing-steps", help="Save every N steps [500]."),
@@ -119,6 +128,8 @@ def train_command(
         out.print(f"Latent cache: {c.hits} of {total} encodes reused ({100 * c.hits / max(1, total):.0f} %), "
                   f"{c.entries} latents in {c.mib} MiB.")
     if result.last_checkpoint:
-        out.print(f"Last checkpoint: {result.last_checkpoint} — sample with: opensora sample --model "
-                  f"{result.last_checkpoint} ...", soft_wrap=True, markup=False)
+        use = (f"--model {result.last_checkpoint}" if result.lora_base is None
+               else f"--model {result.lora_base} --lora {result.last_checkpoint}")
+        out.print(f"Last checkpoint: {result.last_checkpoint} — sample with: opensora sample {use} ...",
+                  soft_wrap=True, markup=False)
 

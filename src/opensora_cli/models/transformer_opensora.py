@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders.peft import PeftAdapterMixin
 from diffusers.models.attention import FeedForward
 from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import PixArtAlphaTextProjection
@@ -118,7 +119,7 @@ class OpenSoraTransformerBlock(nn.Module):
 # ------------------------------------------------------------------------------------------------------------
 
 
-class OpenSoraT2V_v1_3(ModelMixin, ConfigMixin, CacheMixin):
+class OpenSoraT2V_v1_3(ModelMixin, ConfigMixin, CacheMixin, PeftAdapterMixin):
     """Open-Sora Plan v1.3 text-to-video transformer. Defaults are the released 2B/122 model.
 
     Args:

@@ -8,9 +8,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from opensora_cli.schemas.defaults import RELEASED, SAMPLE
-from opensora_cli.schemas.step_cache import StepCache
 from opensora_cli.schemas.inputs import InputItem, InputsRequest
+from opensora_cli.schemas.lora import MAX_LORA_SCALE, LoraSpec
 from opensora_cli.schemas.problems import Problem
+from opensora_cli.schemas.step_cache import StepCache
 
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 DEVICE_NAMES = ("cpu", "cuda", "npu")
@@ -44,6 +45,9 @@ class SampleRequest(InputsRequest):
     adain: float | None = Field(None, ge=0.0, le=1.0)
     step_cache: str = "off"  # a `schemas.step_cache` policy, kept in its canonical spelling
     quantize: str = "none"  # one of QUANTIZATIONS (`models.quantize`)
+    # LoRA adapters on the transformer (`models.lora`): --lora DIR[:SCALE], each without a scale at lora_scale
+    lora_scale: float = Field(1.0, ge=-MAX_LORA_SCALE, le=MAX_LORA_SCALE)
+    lora: list[LoraSpec] = []
     negative_prompt: str | None = RELEASED["negative_prompt"]  # None = the reference's negative prompt
     prompt_template: bool = RELEASED["prompt_template"]  # the reference's "high quality, high aesthetic" template
     fps: int = Field(RELEASED["fps"], ge=1, le=120)
@@ -89,6 +93,21 @@ class SampleRequest(InputsRequest):
                 raise ValueError(f"'{value}' is not a tiling choice; use on, off or auto")
             return names[value]
         return value
+
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _lora(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, (str, Path)):
+            value = [value]
+        scale = info.data.get("lora_scale", 1.0)  # declared above: already checked (absent when it failed)
+        return [LoraSpec.parse(str(v), scale) if isinstance(v, (str, Path)) else v for v in value]
+
+    @property
+    def active_lora(self) -> list[LoraSpec]:
+        """The adapters that change the video: a scale of 0 leaves its adapter out (the base model's video)."""
+        return [spec for spec in self.lora if spec.scale != 0]
 
     @field_validator("quantize")
     @classmethod

@@ -40,7 +40,7 @@ REQUEST_FIELDS = (
     "prompt", "line", "sample", "seed", "mask_type", "conds", "frame_indices", "num_frames", "height", "width",
     "crop_for_hw", "max_hxw", "steps", "guidance_scale", "guidance_rescale", "sampler", "negative_prompt",
     "prompt_template", "noise_strength", "sample_posterior", "fps", "dtype", "models", "windows",
-    "step_cache", "quantize",
+    "step_cache", "quantize", "lora",
 )
 # A claim not refreshed for this long, by a process on another host, is taken to be abandoned. Owners
 # refresh at every denoising step, far more often.
@@ -84,6 +84,16 @@ def _window_differences(before: list[dict], after: list[dict]) -> list[str]:
             f"windows {first}-{last} {key} {old} -> {new}" for first, last, key, old, new in runs]
 
 
+def _lora_difference(before: list[dict], after: list[dict]) -> str:
+    """`lora none -> a:1`, `lora a:1 -> a:0.5`, `lora a (other weights)`: the adapters by folder name and scale."""
+    def show(records: list[dict]) -> str:
+        return ", ".join(f"{Path(r['path']).name}:{r['scale']:g}" for r in records) or "none"
+
+    if [(r["path"], r["scale"]) for r in before] == [(r["path"], r["scale"]) for r in after]:
+        return f"lora {show(after)} (other weights)"
+    return f"lora {show(before)} -> {show(after)}"
+
+
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`field old -> new` for each request field that differs; for the models, which folder or config."""
     changed = []
@@ -102,6 +112,8 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             changed.append("condition file contents changed")
         elif name == "windows" and isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
             changed += _window_differences(before, after)
+        elif name == "lora":
+            changed.append(_lora_difference(before or [], after or []))
         else:
             changed.append(f"{name} {_short(before)} -> {_short(after)}")
     return changed

@@ -83,6 +83,11 @@ def plan(options: Mapping[str, Any]) -> SamplePlan:
         cache_dir, cache_writable, cache_problems, cache_warnings = text_cache.resolve_dir(
             resolved.text_cache, resolved.no_text_cache)
         problems += cache_problems
+        if resolved.lora and not dir_problems:  # made for this base? from the files, before anything loads
+            from opensora_cli.services.lora import adapter_problems
+
+            book = cache_dir / text_cache.HASHES_FILE if cache_dir is not None and cache_writable else None
+            problems += adapter_problems(resolved.lora, dirs["transformer"], book)
     if problems:
         raise ValidationFailed(report.model_copy(update={"ok": False, "problems": problems}))
 
@@ -303,7 +308,7 @@ def output_paths(output_dir: Path, item: InputItem, sample: int, num_frames: int
 
 
 def _sidecar_request(item: InputItem, sample: int, seed: int, request: SampleRequest, models: dict, dtype: str,
-                     hashes: dict[str, str]) -> dict[str, Any]:
+                     hashes: dict[str, str], lora: list[dict] | None = None) -> dict[str, Any]:
     """What made an output: a rerun skips it only when this is the same."""
     from opensora_cli.services.long_video import window_records
 
@@ -317,6 +322,7 @@ def _sidecar_request(item: InputItem, sample: int, seed: int, request: SampleReq
         "windows": window_records(item.windows, seed, request.window_adain) if item.windows else None,
         "step_cache": None if request.step_cache_policy.off else request.step_cache,  # (off: as before it existed)
         "quantize": None if request.quantize == "none" else request.quantize,  # (none: as before it existed)
+        "lora": lora,  # (none: None, as before adapters existed)
     })
 
 
@@ -344,13 +350,17 @@ def plan_outputs(items: list[InputItem], request: SampleRequest, dirs: dict[str,
     output_dir = request.output_dir.resolve()
     models = model_fingerprints(dirs)
     hashes = {path: file_sha256(path) for item in items for path in item.conds}
+    from opensora_cli.services.lora import adapter_records
+
+    lora = adapter_records(request.active_lora)  # (scale 0: left out, the base model's video)
     changed: list[tuple[Path, list[str]]] = []
     for item in items:
         for sample in range(request.num_samples_per_prompt):
             video, sidecar = output_paths(output_dir, item, sample, request.num_frames)
             seed = derive_seed(request.seed, item.line, sample)
             job = Job(index=len(jobs) + len(done) + len(changed), item=item, sample=sample, seed=seed, video=video,
-                      sidecar=sidecar, request=_sidecar_request(item, sample, seed, request, models, dtype, hashes))
+                      sidecar=sidecar, request=_sidecar_request(item, sample, seed, request, models, dtype, hashes,
+                                                                lora))
             before = None if request.overwrite else finished_request(video, sidecar)
             if before is None:
                 jobs.append(job)
@@ -656,6 +666,16 @@ def _load_models(pipe, request: SampleRequest, dirs: dict[str, Path], ctx, dtype
 
     target = "cpu" if request.cpu_offload else ctx.device
     transformer = load_pretrained(OpenSoraInpaint_v1_3, dirs["transformer"], dtype=dtype, device=target)
+    if request.active_lora:
+        from opensora_cli.models.lora import fuse_adapters, load_adapters
+
+        try:
+            load_adapters(transformer, [(spec.path, spec.scale) for spec in request.active_lora])
+        except ValueError as exc:  # (the plan checked the files; this is peft's check of the tensors)
+            raise ModelLoadError(f"--lora: {exc}") from None
+        # Folded into the weights once: every step then costs what the base model's does (peft's layers add two
+        # small matmuls per layer and call), and quantisation, compilation and the step caches see plain layers.
+        fuse_adapters(transformer)
     if request.quantize != "none":  # before the VAE loads: the unquantised weights are freed first
         from opensora_cli.models.quantize import quantize_linears
 

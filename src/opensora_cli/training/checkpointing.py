@@ -10,6 +10,12 @@
         trainer_state.json     step, data position, loss, the config
         opensora_defaults.json frames and area range trained on: `opensora sample`'s defaults for this model
 
+With --lora-rank a checkpoint holds the adapter instead of transformer/ (`models.lora`: adapter_config.json,
+adapter_model.safetensors with the EMA of the adapter when there is one, opensora_base.json) and no links: it is
+`opensora sample --model BASE --lora checkpoint-N`; state/training_adapter.safetensors holds the raw adapter
+with EMA on. A base that is no folder (a preset, with random or pretrained weights) is written once to
+output_dir/base/ (a bundle with links to the VAE and text encoder), which a resumed run loads.
+
 Everything is safetensors or JSON (no pickle, so nothing to trust when loading). A checkpoint is written
 into a hidden temporary folder and renamed into place, so a killed run leaves either a complete checkpoint or
 none; `latest` picks the newest complete one.
@@ -86,34 +92,52 @@ def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 
 def save_checkpoint(output_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     lr_scheduler, ema, trainer_state: dict[str, Any], links: dict[str, Path],
-                    total_limit: int | None = None, defaults: dict[str, Any] | None = None) -> Path:
+                    total_limit: int | None = None, defaults: dict[str, Any] | None = None,
+                    params: list[torch.nn.Parameter] | None = None, lora: dict[str, Any] | None = None) -> Path:
     """Write checkpoint-<step> atomically (main process only) and prune the oldest beyond `total_limit`.
 
     Args:
-        model: the unwrapped transformer (fp32 master weights).
-        ema: a diffusers `EMAModel` or None.
-        links: {"vae": folder, "text_encoder": folder} symlinked into the checkpoint.
+        model: the unwrapped transformer (fp32 master weights; with LoRA, the frozen base with the adapter).
+        ema: a diffusers `EMAModel` of `params`, or None.
+        links: {"vae": folder, "text_encoder": folder} symlinked into the checkpoint (not with LoRA).
         defaults: sampling defaults for `opensora sample --model` (what the model was trained on), written as
-            opensora_defaults.json.
+            opensora_defaults.json (not with LoRA: the base's are used).
+        params: the trained parameters (default: all of the model's).
+        lora: the base model's identity (`models.lora.base_identity`) when an adapter is trained, else None.
     """
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "state").mkdir(parents=True)
+    params = list(model.parameters()) if params is None else params
 
     # 1. The model to sample with: EMA weights when there are some
+    if lora is not None:
+        from opensora_cli.models.lora import adapter_state_dict, save_adapter
+
+        raw = adapter_state_dict(model)
+        if ema is not None:
+            ema.store(params)
+            ema.copy_to(params)
+        save_adapter(tmp, model, lora)
+        if ema is not None:
+            ema.restore(params)
+            save_file(raw, tmp / "state" / "training_adapter.safetensors")
+        links, defaults = {}, None
+    else:
+        if ema is not None:
+            ema.store(params)
+            ema.copy_to(params)
+        model.save_pretrained(tmp / "transformer", safe_serialization=True)
+        if ema is not None:
+            ema.restore(params)
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                      tmp / "state" / "training_weights.safetensors")
     if ema is not None:
-        ema.store(model.parameters())
-        ema.copy_to(model.parameters())
-    model.save_pretrained(tmp / "transformer", safe_serialization=True)
-    if ema is not None:
-        ema.restore(model.parameters())
         averages = ema.state_dict()
         save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(averages["shadow_params"])},
                   tmp / "state" / "ema.safetensors")
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  tmp / "state" / "training_weights.safetensors")
 
     # 2. Optimizer, LR schedule, trainer state
     tensors, meta = _optimizer_to_files(optimizer)
@@ -162,23 +186,49 @@ def _hard_link_or_copy(source: str, destination: str) -> None:
         shutil.copy2(source, destination)
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema) -> dict:
-    """Restore the trained weights, the optimizer's state and the EMA from `path`.
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema,
+                    params: list[torch.nn.Parameter] | None = None, lora: dict[str, Any] | None = None) -> dict:
+    """Restore the trained weights (with `lora`, the adapter's), the optimizer's state and the EMA from `path`.
 
     The LR schedule is not restored: it is a function of the step, rebuilt at the step reached (see
     `training.loop`); scheduler.json only records it.
 
     Returns:
         the trainer state (`step`, data position, loss, the config), as `save_checkpoint` wrote it.
-    """
-    state = json.loads((path / STATE_FILE).read_text())
-    weights = path / "state" / "training_weights.safetensors"
-    if weights.is_file():  # with EMA, transformer/ holds the EMA weights; the trained ones are here
-        model.load_state_dict(load_file(weights))
-    else:
-        from opensora_cli.models.loading import read_state_dict
 
-        model.load_state_dict(read_state_dict(path / "transformer"))
+    Raises:
+        InputError: a LoRA run resumed from a full checkpoint, or the other way round; an adapter made for
+            another base.
+    """
+    from opensora_cli.errors import InputError
+    from opensora_cli.models.lora import ADAPTER_WEIGHTS, BASE_FILE
+
+    state = json.loads((path / STATE_FILE).read_text())
+    adapter = (path / ADAPTER_WEIGHTS).is_file()
+    if adapter != (lora is not None):
+        raise InputError(f"{path}: trained {'with' if adapter else 'without'} LoRA; resume it "
+                         f"{'with its --lora-rank' if adapter else 'without --lora-rank'}, or start another "
+                         "--output-dir")
+    if lora is not None:
+        from peft import set_peft_model_state_dict
+
+        recorded = json.loads((path / BASE_FILE).read_text())
+        if recorded.get("fingerprint") != lora["fingerprint"]:
+            raise InputError(f"{path}: the adapter was trained on another base ({recorded.get('path')}); resume with "
+                             "that --model, or start another --output-dir")
+        raw = path / "state" / "training_adapter.safetensors"  # with EMA, the top level holds the EMA
+        weights = load_file(raw if raw.is_file() else path / ADAPTER_WEIGHTS)
+        from opensora_cli.models.lora import PEFT_PREFIX
+
+        set_peft_model_state_dict(model, {k.removeprefix(PEFT_PREFIX): v for k, v in weights.items()})
+    else:
+        weights = path / "state" / "training_weights.safetensors"
+        if weights.is_file():  # with EMA, transformer/ holds the EMA weights; the trained ones are here
+            model.load_state_dict(load_file(weights))
+        else:
+            from opensora_cli.models.loading import read_state_dict
+
+            model.load_state_dict(read_state_dict(path / "transformer"))
     device = next(model.parameters()).device
     meta = json.loads((path / "state" / "optimizer.json").read_text())
     optimizer.load_state_dict(_optimizer_from_files(load_file(path / "state" / "optimizer.safetensors"), meta))
@@ -190,3 +240,44 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
                              "optimization_step": state.get("ema_optimization_step", state["step"])})
         ema.to(device)
     return state
+
+
+BASE_DIR = "base"  # output_dir/base: the base model of a LoRA run whose base is no folder
+
+
+def lora_base_folder(config, dirs: dict[str, Path], transformer: torch.nn.Module, accelerator,
+                     defaults: dict[str, Any]) -> tuple[Path, dict]:
+    """The transformer folder a LoRA run's adapter is made for, and its identity (`models.lora.base_identity`).
+
+    With `--model DIR` it is that folder's transformer. Otherwise the base (a preset, with random or pretrained
+    weights) is written once by the main process to `output_dir/base` as a model bundle (transformer/, links to
+    the VAE and text encoder, `defaults` as opensora_defaults.json) that `sample --model` loads; a resumed run
+    loads its weights from there, so the adapter always goes on the same base. Every process waits for it.
+    """
+    from opensora_cli.models.lora import base_identity
+
+    if "transformer" in dirs:
+        folder = Path(dirs["transformer"])
+        return folder, base_identity(folder)
+    bundle = Path(config.output_dir) / BASE_DIR
+    folder = bundle / "transformer"
+    if accelerator.is_main_process and not (folder / "config.json").is_file():
+        tmp = Path(config.output_dir) / f".{BASE_DIR}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
+        for name in ("vae", "text_encoder"):
+            link_model_folder(Path(dirs[name]), tmp / name)
+        from opensora_cli.models.loading import write_model_index
+
+        write_model_index(tmp)
+        (tmp / "opensora_defaults.json").write_text(json.dumps(defaults, indent=2))
+        if bundle.exists():
+            shutil.rmtree(bundle)
+        os.replace(tmp, bundle)
+    accelerator.wait_for_everyone()
+    from opensora_cli.models.loading import read_state_dict
+
+    transformer.load_state_dict(read_state_dict(folder))  # (the same values on a fresh run; a resume's base)
+    return folder, base_identity(folder)

@@ -62,6 +62,7 @@ class Frozen:
     device: torch.device
     noise_adder: Any = None  # masks.noise.GaussianNoiseAdder, with --add-noise-to-condition
     cache: Any = None  # training.latent_cache.LatentCache, with --latent-cache-mib
+    lora_base: dict | None = None  # with --lora-rank: the base model's identity (services.lora.base_identity)
 
 
 def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter) -> TrainResult:
@@ -97,8 +98,12 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
     accelerator = _accelerator(config)
     rank, world = accelerator.process_index, accelerator.num_processes
 
-    # 2. Models: the transformer to train in fp32 (mixed precision autocasts its forward), the rest frozen
+    # 2. Models: the transformer to train in fp32 (mixed precision autocasts its forward), the rest frozen; with
+    # LoRA the transformer is frozen too, in the compute dtype, and only its adapter (fp32) trains
     transformer, frozen = _models(config, dirs, accelerator, reporter)
+    trainable = [p for p in transformer.parameters() if p.requires_grad]
+    if accelerator.is_main_process:
+        reporter.phase(_parameter_report(transformer, trainable, config))
 
     # 3. Data: buckets of one size, each rank its share of every global batch
     mask_config, dataset, sampler = _data(config, rank, world)
@@ -108,14 +113,14 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
     # 4. Optimiser and EMA, restored from the checkpoint; then the LR warm-up at the step reached
     hyperparameters = dict(lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
                            weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
-    optimizer = torch.optim.AdamW([p for p in transformer.parameters() if p.requires_grad], **hyperparameters)
+    optimizer = torch.optim.AdamW(trainable, **hyperparameters)
     # accelerate's wrapper steps only when gradients sync; checkpoints and the LR schedule hold `optimizer` itself
     model, accelerated = accelerator.prepare(transformer, optimizer)
-    ema = EMAModel(transformer.parameters(), decay=config.ema_decay) if config.use_ema else None
+    ema = EMAModel(trainable, decay=config.ema_decay) if config.use_ema else None  # (LoRA: of the adapter)
     if ema is not None:
         ema.to(frozen.device)
     if state.checkpoint is not None:
-        saved = load_checkpoint(state.checkpoint, transformer, optimizer, ema)
+        saved = load_checkpoint(state.checkpoint, transformer, optimizer, ema, trainable, lora=frozen.lora_base)
         state.first_step = saved["step"]
         reporter.phase(f"resumed from {state.checkpoint} at step {state.first_step}")
         changed = changed_options(saved, config, mask_config, world)
@@ -138,8 +143,6 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
 
     # 5. Loop; a checkpoint is a model bundle (with links to the frozen models) that `sample --model` loads
     links = {"vae": dirs["vae"], "text_encoder": dirs["text_encoder"]}
-    sampling_defaults = {"num_frames": config.num_frames, "max_hxw": config.max_hxw,
-                         "max_hxw_range": [config.effective_min_hxw(), config.max_hxw]}
     if frozen.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     reporter.start(config.max_train_steps, state.step)
@@ -157,7 +160,7 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
             loss = _loss(model, frozen, batch, config, generator)
             accelerator.backward(loss)
             if accelerator.sync_gradients and config.deepspeed is None:  # DeepSpeed clips in its own step
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             accelerated.step()
             accelerated.zero_grad(set_to_none=True)
         state.samples += batch["pixel_values"].shape[0] * world
@@ -169,7 +172,7 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
         micro = 0
         lr_scheduler.step()
         if ema is not None:
-            ema.step(transformer.parameters())
+            ema.step(trainable)
         state.step += 1
         loss_value = accelerator.reduce(loss.detach().float(), reduction="mean").item()
         if not math.isfinite(loss_value):
@@ -190,7 +193,8 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
                        "config": _loggable(config), "mask_config_values": mask_config.model_dump(mode="json")}
                 state.checkpoint = save_checkpoint(config.output_dir, state.step, transformer, optimizer,
                                                    lr_scheduler, ema, run, links, config.checkpoints_total_limit,
-                                                   defaults=sampling_defaults)
+                                                   defaults=sampling_defaults(config), params=trainable,
+                                                   lora=frozen.lora_base)
                 reporter.checkpoint(state.checkpoint)
             accelerator.wait_for_everyone()
 
@@ -204,6 +208,10 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
         peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if frozen.device.type == "cuda" else None,
         latent_cache=None if cache is None else LatentCacheStats(
             hits=cache.hits, misses=cache.misses, entries=len(cache), mib=round(cache.bytes / 2**20, 1)),
+        trainable_parameters=sum(p.numel() for p in trainable),
+        parameters=sum(p.numel() for p in transformer.parameters()),
+        lora_base=None if frozen.lora_base is None else (
+            Path(config.model) if "transformer" in dirs else config.output_dir / "base"),
     )
     if world > 1:  # every rank past its collectives before the group goes (with the DDP model, at return)
         from opensora_cli.distributed.device import drain
@@ -283,6 +291,19 @@ def _models(config: TrainConfig, dirs: dict[str, Path], accelerator, reporter: T
     if transformer.config.caption_channels != text_encoder.hidden_size:
         raise ModelLoadError(f"the text encoder gives {text_encoder.hidden_size}-wide states, the transformer "
                              f"expects {transformer.config.caption_channels}")
+    lora_base = None
+    if config.lora:
+        from opensora_cli.models.lora import add_lora, lora_config
+        from opensora_cli.training.checkpointing import lora_base_folder
+
+        base_dir, lora_base = lora_base_folder(config, dirs, transformer, accelerator, sampling_defaults(config))
+        if base_dir != dirs.get("transformer"):
+            reporter.phase(f"the base model is in {base_dir.parent} (sample with --model {base_dir.parent})")
+        # frozen: kept in the compute dtype (bf16 on accelerators), no fp32 master copy (nn.Module's `to`:
+        # diffusers' own warns about fp32 modules this model does not have)
+        torch.nn.Module.to(transformer, dtype)
+        add_lora(transformer, lora_config(transformer, config.lora_rank, config.lora_alpha, config.lora_dropout,
+                                          config.lora_targets, config.train_modules), config.seed)
     if config.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     cache = None
@@ -295,7 +316,30 @@ def _models(config: TrainConfig, dirs: dict[str, Path], accelerator, reporter: T
         # the schedule sampling uses (zero terminal SNR), so the noise, targets and SNR weights match inference
         make_scheduler("DDPM"), dtype, device,
         noise_adder=GaussianNoiseAdder.for_training() if config.add_noise_to_condition else None, cache=cache,
+        lora_base=lora_base,
     )
+
+
+def sampling_defaults(config: TrainConfig) -> dict:
+    """`opensora sample`'s defaults for a model trained so: the frames and the area range it saw."""
+    return {"num_frames": config.num_frames, "max_hxw": config.max_hxw,
+            "max_hxw_range": [config.effective_min_hxw(), config.max_hxw]}
+
+
+def _parameter_report(transformer, trainable: list, config: TrainConfig) -> str:
+    """"training N of M parameters (x %, what); ..." with the memory of the weights and of what the optimiser
+    and EMA keep for the trained ones (activations come on top)."""
+    from opensora_cli.schemas.train import training_state_bytes
+
+    total = sum(p.numel() for p in transformer.parameters())
+    count = sum(p.numel() for p in trainable)
+    weights = sum(p.numel() * p.element_size() for p in transformer.parameters())
+    what = f"LoRA rank {config.lora_rank} on {config.lora_targets}" if config.lora else "all weights"
+    if config.train_modules:
+        what += " + " + ", ".join(config.train_modules)
+    return (f"training {count:,} of {total:,} parameters ({100 * count / max(1, total):.2g} %, {what}); weights "
+            f"{weights / 2**20:,.1f} MiB, gradients and AdamW state{' and EMA' if config.use_ema else ''} "
+            f"{training_state_bytes(count, config.use_ema) / 2**20:,.1f} MiB")
 
 
 def _data(config: TrainConfig, rank: int, world: int):
