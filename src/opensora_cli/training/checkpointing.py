@@ -201,7 +201,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
             another base.
     """
     from opensora_cli.errors import InputError
-    from opensora_cli.models.lora import ADAPTER_WEIGHTS, BASE_FILE
+    from opensora_cli.models.lora import ADAPTER_WEIGHTS, BASE_FILE, PEFT_PREFIX
 
     state = json.loads((path / STATE_FILE).read_text())
     adapter = (path / ADAPTER_WEIGHTS).is_file()
@@ -218,8 +218,6 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
                              "that --model, or start another --output-dir")
         raw = path / "state" / "training_adapter.safetensors"  # with EMA, the top level holds the EMA
         weights = load_file(raw if raw.is_file() else path / ADAPTER_WEIGHTS)
-        from opensora_cli.models.lora import PEFT_PREFIX
-
         set_peft_model_state_dict(model, {k.removeprefix(PEFT_PREFIX): v for k, v in weights.items()})
     else:
         weights = path / "state" / "training_weights.safetensors"
