@@ -21,11 +21,16 @@ def _frames(path) -> np.ndarray:
 
 
 def _assert_same_videos(one: Path, other: Path) -> None:
+    """Equal within float tolerance, judged after the mp4: a last-bit difference of the batch-of-one sum flips a
+    few uint8 values, and h264 carries those flips into its macroblock choices (measured: 47.7 dB on one CPU, a mean
+    under 0.1 of 255 on another); a video of another seed measures 12.7 dB."""
     names = sorted(p.name for p in one.glob("*.mp4"))
     assert names and names == sorted(p.name for p in other.glob("*.mp4"))
     for name in names:
-        diff = np.abs(_frames(one / name) - _frames(other / name))
-        assert diff.mean() < 0.1 and diff.max() <= 24, (name, diff.mean(), diff.max())
+        a, b = _frames(one / name), _frames(other / name)
+        mse = float(((a - b) ** 2).mean())
+        psnr = 10 * np.log10(255.0**2 / mse) if mse else float("inf")
+        assert psnr >= 40 and np.abs(a - b).mean() < 0.5, (name, psnr, np.abs(a - b).mean())
 
 
 @pytest.mark.parametrize(("extra", "message"), [
