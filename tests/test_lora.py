@@ -185,6 +185,21 @@ def test_merge_makes_the_adapters_video(cli, lines, model_dir, trained, tmp_path
     assert again.code == 1 and "--overwrite" in again.err
 
 
+def test_merge_dtype_rounds_the_fused_weights_or_refuses_an_unknown_one(cli, model_dir, trained, tmp_path):
+    from safetensors import safe_open
+
+    checkpoint = trained / "checkpoint-3"
+    half = cli("lora", "merge", "--model", model_dir, "--lora", checkpoint, "-o", tmp_path / "half", "--dtype",
+               "fp16", "--json")
+    assert half.code == 0, half.err
+    assert json.loads(half.out)["dtype"] == "float16" and "float32" not in half.err  # no diffusers cast warning
+    with safe_open(str(tmp_path / "half" / "transformer" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert {f.get_slice(key).get_dtype() for key in f.keys()} == {"F16"}  # noqa: SIM118
+    bad = cli("lora", "merge", "--model", model_dir, "--lora", checkpoint, "-o", tmp_path / "bad", "--dtype", "fp8")
+    assert bad.code == 1 and "--dtype" in bad.err and "fp32" in bad.err and "Traceback" not in bad.err, bad.err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_an_adapter_for_another_base_is_refused_before_loading(cli, lines, model_dir, trained, tmp_path, monkeypatch):
     from opensora_cli.models.registry import write_random_model_folder
 

@@ -20,6 +20,9 @@ def merge_command(
     lora: list[str] = typer.Option(..., "--lora", metavar="DIR[:SCALE]", help="An adapter folder, DIR or DIR:SCALE; repeat for several."),
     lora_scale: float = typer.Option(1.0, "--lora-scale", help="The scale of each --lora given without one."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="The model folder to write (new or empty)."),
+    dtype: str = typer.Option("base", "--dtype", metavar="base|fp32|bf16|fp16", help="The merged weights' dtype: "
+                              "the base's, or fp32 for videos equal to `sample --lora` (fp32) up to float "
+                              "summation order."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace what is in --output-dir."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     verbose: bool = VerboseOption,
@@ -35,10 +38,10 @@ def merge_command(
     except ValueError as exc:
         raise UsageError(f"--lora: {exc}") from None
     err = console(stderr=True)
-    result = merge_lora(model, specs, output_dir, overwrite,
+    result = merge_lora(model, specs, output_dir, overwrite, dtype=dtype,
                         on_phase=lambda text: err.print(f"{text}...", style="dim", markup=False, soft_wrap=True))
     if json_output:
         print(json.dumps(result))
         return
-    console().print(f"wrote {result['output_dir']} ({len(specs)} adapter(s) fused) in {result['seconds']:.1f} s; "
+    console().print(f"wrote {result['output_dir']} ({len(specs)} adapter(s) fused, {result['dtype']}) in {result['seconds']:.1f} s; "
                     f"sample with: opensora sample --model {result['output_dir']} ...", markup=False, soft_wrap=True)

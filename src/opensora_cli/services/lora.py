@@ -80,14 +80,19 @@ def adapter_records(specs: Sequence[LoraSpec]) -> list[dict[str, Any]] | None:
 # ------------------------------------------------------------------------------------------------------------
 
 
+MERGE_DTYPES = ("base", "fp32", "bf16", "fp16")
+
+
 def merge_lora(model: Path | None, specs: Sequence[LoraSpec], output_dir: Path, overwrite: bool = False,
-               on_phase=None) -> dict[str, Any]:
+               on_phase=None, dtype: str = "base") -> dict[str, Any]:
     """Write a model bundle to `output_dir`: the base's transformer with the adapters fused in (each at its
     scale; what `sample --lora` computes, within float rounding), and links to the base's VAE and text encoder,
     its opensora_defaults.json, a model_index.json. Written into a temporary folder and renamed into place.
 
     Args:
         model: the base bundle (None: the bundled demo model).
+        dtype: the merged weights' dtype, one of MERGE_DTYPES; "base" keeps the base's (the demo model's fp16),
+            "fp32" keeps the fused sum unrounded, so the videos equal `sample --lora`'s in fp32.
         on_phase: called with a line before each long part.
 
     Returns:
@@ -111,6 +116,9 @@ def merge_lora(model: Path | None, specs: Sequence[LoraSpec], output_dir: Path, 
         problems = []  # a transformer folder alone is enough: the VAE and text encoder are linked when there
     if not specs:
         problems.append(Problem.of("--lora", None, "no adapter given", "pass --lora DIR[:SCALE]"))
+    if dtype not in MERGE_DTYPES:
+        problems.append(Problem.of("--dtype", None, f"unknown dtype '{dtype}'", "use one of "
+                                   + ", ".join(MERGE_DTYPES)))
     if "transformer" in dirs:
         problems += adapter_problems(specs, dirs["transformer"])
     output_dir = Path(output_dir)
@@ -135,8 +143,12 @@ def merge_lora(model: Path | None, specs: Sequence[LoraSpec], output_dir: Path, 
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     say(f"writing {output_dir}")
-    weights = load_safetensors_dtype(dirs["transformer"])
-    transformer.to(weights).save_pretrained(tmp / "transformer", safe_serialization=True)
+    import torch
+
+    weights = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+    # torch's own .to: diffusers' warns on every dtype cast that no module asked to stay in fp32
+    torch.nn.Module.to(transformer, weights or load_safetensors_dtype(dirs["transformer"]))
+    transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
     for kind in ("vae", "text_encoder"):
         if kind in dirs:
             link_model_folder(dirs[kind], tmp / kind)
@@ -151,6 +163,7 @@ def merge_lora(model: Path | None, specs: Sequence[LoraSpec], output_dir: Path, 
         shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
     os.replace(tmp, output_dir)
     return {"output_dir": str(output_dir), "transformer": str(output_dir / "transformer"), "adapters": records,
+            "dtype": str(next(transformer.parameters()).dtype).removeprefix("torch."),
             "seconds": round(time.perf_counter() - started, 2)}
 
 
