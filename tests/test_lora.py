@@ -222,11 +222,18 @@ def test_an_adapter_for_another_base_is_refused_before_loading(cli, lines, model
         assert f"({model_dir.resolve() / 'transformer'})" in said  # the base it was made for
     assert not loads
     for value, message in (("/nowhere", "no adapter_config.json"), (f"{checkpoint}:inf", "scale"),
-                           (f"{checkpoint}:1000", "scale")):
+                           (f"{checkpoint}:1000", f"--lora: '{checkpoint}:1000': the scale must be a number"),
+                           (f"{checkpoint}:half", f"'half' is not a scale — write the scale as a number, e.g. "
+                                                  f"{checkpoint}:0.8"),
+                           (f"{checkpoint}:smile:", "no adapter_config.json")):  # ":smile:" stays text
         result = cli("sample", "-p", lines / "p.txt", "-c", lines / "c.txt", "--model", model_dir, "--lora", value,
                      "-o", tmp_path / "s")
         said = result.out + result.err
         assert result.code in (1, 2) and message in said and "Traceback" not in said, said
+        assert len(said.strip().splitlines()) <= 2 and value in said, said
+    alone = cli("sample", "-p", lines / "p.txt", "-c", lines / "c.txt", "--model", model_dir, "--lora-scale", "0.5",
+                "-o", tmp_path / "s")
+    assert alone.code == 2 and "--lora-scale 0.5" in alone.err and "add --lora DIR" in alone.err, alone.err
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -32,5 +32,5 @@ def console(stderr: bool = False):
     """A rich Console (imported lazily: rich costs start-up time that --help does not need)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, emoji=False)  # ":x:" in a path stays text
 

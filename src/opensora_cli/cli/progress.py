@@ -27,7 +27,7 @@ class RichReporter(SampleReporter):
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, emoji=False)
         self.progress: Progress | None = None
         self._videos = self._steps = None
         self._step_started = 0.0
@@ -87,7 +87,7 @@ class RichTrainReporter(TrainReporter):
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, emoji=False)
         self.progress: Progress | None = None
         self._task = None
 

@@ -117,6 +117,11 @@ def sample_command(
         from opensora_cli.errors import UsageError
 
         raise UsageError("--text-cache and --no-text-cache do not go together")
+    if lora_scale != 1.0 and not lora:
+        from opensora_cli.errors import UsageError
+
+        raise UsageError(f"--lora-scale {lora_scale:g} scales the --lora adapters given without a scale, and none "
+                         "is given — add --lora DIR or drop --lora-scale")
     is_main = os.environ.get("RANK", "0") == "0"
     child = is_distributed_child()
     try:

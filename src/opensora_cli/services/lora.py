@@ -33,7 +33,12 @@ def adapter_problems(specs: Sequence[LoraSpec], transformer_dir: Path | None, bo
         try:
             files = read_adapter(spec.path)
         except ValueError as exc:
-            problems.append(Problem.of(option, None, str(exc)))
+            head, sep, tail = str(spec.path).rpartition(":")
+            if sep and head and not spec.path.exists() and Path(head).is_dir():  # DIR:0,8 or DIR:half
+                problems.append(Problem.of(option, None, f"'{spec.path}': '{tail}' is not a scale",
+                                           f"write the scale as a number, e.g. {head}:0.8"))
+            else:
+                problems.append(Problem.of(option, None, str(exc)))
             continue
         for module in files.modules_to_save:
             if module in whole:
