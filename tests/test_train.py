@@ -229,3 +229,23 @@ def test_training_noise_schedule_is_the_sampling_schedule():
     train = make_scheduler("DDPM").alphas_cumprod
     sample = make_scheduler("EulerAncestralDiscrete").alphas_cumprod
     assert torch.allclose(train[:-1], sample[:-1]) and train[-1] < 1e-6
+
+
+def test_a_fine_tune_samples_as_its_base_did(cli, data_file, tmp_path):
+    """A checkpoint keeps its base bundle's sampling defaults (the demo model's plain prompts, steps, CFG): a
+    fine-tune of the demo model sampled with the released model's prompt template followed 49 % of directions."""
+    from opensora_cli.models.registry import write_random_model_folder
+
+    from .helpers import train_args
+
+    base = tmp_path / "base"
+    write_random_model_folder(base, seed=2)
+    own = {"prompt_template": False, "negative_prompt": "", "steps": 7, "guidance_scale": 3.0, "num_frames": 17,
+           "height": 64, "width": 96, "crop_for_hw": True}
+    (base / "opensora_defaults.json").write_text(json.dumps(own))
+    args = train_args(data_file, base, tmp_path / "out", "--max-train-steps", "1", "--checkpointing-steps", "1")
+    args[args.index("--model") + 1] = base
+    result = cli(*args)
+    assert result.code == 0, result.err
+    written = json.loads((tmp_path / "out" / "checkpoint-1" / "opensora_defaults.json").read_text())
+    assert written == {**own, "num_frames": 9, "max_hxw": 6144, "max_hxw_range": [1024, 6144]}

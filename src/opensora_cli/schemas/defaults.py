@@ -5,6 +5,9 @@ from it and the command-line help quotes it. Plain values, no imports, so that `
 `services.model_folders.resolve_fields`). `SAMPLE` are the same for every model.
 """
 
+# A model bundle's own sampling defaults (read by `services.model_folders`, written by training and exports)
+MODEL_DEFAULTS_FILE = "opensora_defaults.json"
+
 RELEASED = {
     "num_frames": 93,
     "crop_for_hw": False,

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from opensora_cli.errors import InputError
-from opensora_cli.schemas.defaults import RELEASED
+from opensora_cli.schemas.defaults import MODEL_DEFAULTS_FILE, RELEASED
 from opensora_cli.schemas.problems import Problem, option_name
 from opensora_cli.schemas.resolution import MAX_MAX_HXW, MIN_MAX_HXW
 from opensora_cli.schemas.sample import MODEL_DEFAULT_FIELDS
 
-MODEL_DEFAULTS_FILE = "opensora_defaults.json"
 _RELEASED_LATENT_FRAMES = 1 + (RELEASED["num_frames"] - 1) // 4  # 24
 
 

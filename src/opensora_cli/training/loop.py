@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from opensora_cli.errors import InputError, ModelLoadError, TrainingDiverged, TrainingInterrupted
+from opensora_cli.schemas.defaults import MODEL_DEFAULTS_FILE
 from opensora_cli.schemas.train import LatentCacheStats, TrainConfig, TrainResult
 from opensora_cli.utils.seeds import stable_seed
 
@@ -321,9 +322,34 @@ def _models(config: TrainConfig, dirs: dict[str, Path], accelerator, reporter: T
 
 
 def sampling_defaults(config: TrainConfig) -> dict:
-    """`opensora sample`'s defaults for a model trained so: the frames and the area range it saw."""
-    return {"num_frames": config.num_frames, "max_hxw": config.max_hxw,
-            "max_hxw_range": [config.effective_min_hxw(), config.max_hxw]}
+    """`opensora sample`'s defaults for a model trained so: those of the base bundle it started from (its
+    `opensora_defaults.json`: the demo model's plain prompts, 25 steps, CFG 4.5, ...; a fine-tune samples as
+    its base did), with the frames and the area range this run saw. The base's fixed size is kept only when it
+    lies in that range."""
+    trained = {"num_frames": config.num_frames, "max_hxw": config.max_hxw,
+               "max_hxw_range": [config.effective_min_hxw(), config.max_hxw]}
+    inherited = _base_defaults(config.model)
+    height, width = inherited.get("height"), inherited.get("width")
+    if not (isinstance(height, int) and isinstance(width, int)
+            and config.effective_min_hxw() <= height * width <= config.max_hxw):
+        for key in ("height", "width", "crop_for_hw"):
+            inherited.pop(key, None)
+    return {**inherited, **trained}
+
+
+def _base_defaults(model: str) -> dict:
+    """The `opensora_defaults.json` of `--model` when it is a bundle (or a transformer folder inside one), else
+    {} (a preset: the released model's defaults apply). An unreadable file counts as none: `sample` on that
+    base names it."""
+    for folder in (Path(model), Path(model).parent):
+        path = folder / MODEL_DEFAULTS_FILE
+        if Path(model).exists() and path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return {}
+            return dict(data) if isinstance(data, dict) else {}
+    return {}
 
 
 def _parameter_report(transformer, trainable: list, config: TrainConfig) -> str:
