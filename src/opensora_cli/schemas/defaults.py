@@ -30,3 +30,30 @@ SAMPLE = {
     "nproc": 1,
     "vae_tiling": "auto",  # on, off, or auto: untiled when the estimate says it fits with room to spare
 }
+
+
+def model_defaults(model) -> dict:
+    """`opensora_defaults.json` of a model bundle (or of the folder above a transformer folder), else {} (also
+    for None or a preset name). Imports lazily: this module stays import-free for `--help`.
+
+    Raises:
+        InputError: the file is not a JSON object.
+    """
+    import json
+    from pathlib import Path
+
+    from opensora_cli.errors import InputError
+
+    if model is None:
+        return {}
+    for folder in (Path(model), Path(model).parent):
+        path = folder / MODEL_DEFAULTS_FILE
+        if Path(model).exists() and path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise InputError(f"{path}: not valid JSON ({exc}) — fix the file or delete it") from None
+            if not isinstance(data, dict):
+                raise InputError(f"{path}: expected a JSON object of option defaults — fix the file or delete it")
+            return data
+    return {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from opensora_cli.errors import InputError
-from opensora_cli.schemas.defaults import MODEL_DEFAULTS_FILE, RELEASED
+from opensora_cli.schemas.defaults import RELEASED, model_defaults  # noqa: F401  (model_defaults: re-exported)
 from opensora_cli.schemas.problems import Problem, option_name
 from opensora_cli.schemas.resolution import MAX_MAX_HXW, MIN_MAX_HXW
 from opensora_cli.schemas.sample import MODEL_DEFAULT_FIELDS
@@ -26,27 +26,6 @@ def bundled_model_dir() -> Path | None:
     """The demo model shipped in the package (transformer/, vae/, text_encoder/), if this install has it."""
     folder = Path(__file__).resolve().parents[1] / "demo_model"
     return folder if (folder / "transformer" / "config.json").is_file() else None
-
-
-def model_defaults(model: Path | None) -> dict[str, Any]:
-    """`opensora_defaults.json` of a model bundle (or of the folder above a transformer folder), else {}.
-
-    Raises:
-        InputError: the file is not a JSON object.
-    """
-    if model is None:
-        return {}
-    for folder in (Path(model), Path(model).parent):
-        path = folder / MODEL_DEFAULTS_FILE
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise InputError(f"{path}: not valid JSON ({exc}) — fix the file or delete it") from None
-            if not isinstance(data, dict):
-                raise InputError(f"{path}: expected a JSON object of option defaults — fix the file or delete it")
-            return data
-    return {}
 
 
 def resolve_fields(given: Mapping[str, Any]) -> dict[str, Any]:

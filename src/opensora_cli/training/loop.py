@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from opensora_cli.errors import InputError, ModelLoadError, TrainingDiverged, TrainingInterrupted
-from opensora_cli.schemas.defaults import MODEL_DEFAULTS_FILE
+from opensora_cli.schemas.defaults import model_defaults
 from opensora_cli.schemas.train import LatentCacheStats, TrainConfig, TrainResult
 from opensora_cli.utils.seeds import stable_seed
 
@@ -328,28 +328,16 @@ def sampling_defaults(config: TrainConfig) -> dict:
     lies in that range."""
     trained = {"num_frames": config.num_frames, "max_hxw": config.max_hxw,
                "max_hxw_range": [config.effective_min_hxw(), config.max_hxw]}
-    inherited = _base_defaults(config.model)
+    try:
+        inherited = dict(model_defaults(config.model))
+    except InputError:  # a broken file: `sample` on that base names it; the checkpoint keeps the trained ones
+        inherited = {}
     height, width = inherited.get("height"), inherited.get("width")
     if not (isinstance(height, int) and isinstance(width, int)
             and config.effective_min_hxw() <= height * width <= config.max_hxw):
         for key in ("height", "width", "crop_for_hw"):
             inherited.pop(key, None)
     return {**inherited, **trained}
-
-
-def _base_defaults(model: str) -> dict:
-    """The `opensora_defaults.json` of `--model` when it is a bundle (or a transformer folder inside one), else
-    {} (a preset: the released model's defaults apply). An unreadable file counts as none: `sample` on that
-    base names it."""
-    for folder in (Path(model), Path(model).parent):
-        path = folder / MODEL_DEFAULTS_FILE
-        if Path(model).exists() and path.is_file():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                return {}
-            return dict(data) if isinstance(data, dict) else {}
-    return {}
 
 
 def _parameter_report(transformer, trainable: list, config: TrainConfig) -> str:
