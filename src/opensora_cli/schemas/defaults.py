@@ -44,11 +44,11 @@ def model_defaults(model) -> dict:
 
     from opensora_cli.errors import InputError
 
-    if model is None:
+    if model is None or not Path(model).exists():  # a preset name is no folder: ./opensora_defaults.json is not its
         return {}
     for folder in (Path(model), Path(model).parent):
         path = folder / MODEL_DEFAULTS_FILE
-        if Path(model).exists() and path.is_file():
+        if path.is_file():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:

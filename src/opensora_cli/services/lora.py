@@ -150,7 +150,9 @@ def merge_lora(model: Path | None, specs: Sequence[LoraSpec], output_dir: Path, 
     say(f"writing {output_dir}")
     import torch
 
-    weights = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+    from opensora_cli.distributed.device import DTYPES
+
+    weights = DTYPES.get(dtype)  # None for "base"
     # torch's own .to: diffusers' warns on every dtype cast that no module asked to stay in fp32
     torch.nn.Module.to(transformer, weights or load_safetensors_dtype(dirs["transformer"]))
     transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
