@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -117,21 +119,45 @@ def test_kill_and_resume_gives_the_same_weights(data_file, model_dir, tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
-def test_resuming_during_the_warm_up_continues_the_same_ramp(cli, data_file, model_dir, tmp_path):
-    """The LR schedule is rebuilt at the step reached, not read back: an off-by-one would show in the weights."""
-    common = ["--lr-warmup-steps", "3", "--learning-rate", "1e-3", "--checkpointing-steps", "2", "--use-ema"]
+@pytest.mark.parametrize("schedule, expected", [
+    ("constant", 2 / 3 * 1e-3),  # diffusers' ramp: the LR of step s + 1 is s / warmup of the full rate
+    ("cosine", 0.5 * (1 + math.cos(math.pi / 3)) * 1e-3),  # past a 1-step warm-up, (2 - 1) / (4 - 1) of a half cosine
+    ("linear", 2 / 3 * 1e-3),  # 1 - (2 - 1) / (4 - 1)
+])
+def test_resuming_continues_the_same_learning_rate_curve(cli, data_file, model_dir, tmp_path, schedule, expected):
+    """The LR schedule is rebuilt at the step reached, not read back: an off-by-one would show in the weights.
+    A constant rate may be resumed with a longer --max-train-steps; a decay is resumed as a killed run is (the
+    same length), here the straight run's folder without its last checkpoint."""
+    warmup = "3" if schedule == "constant" else "1"
+    common = ["--lr-warmup-steps", warmup, "--learning-rate", "1e-3", "--checkpointing-steps", "2", "--use-ema",
+              "--lr-scheduler", schedule]
     straight = cli(*train_args(data_file, model_dir, tmp_path / "straight", "--max-train-steps", "4", *common))
-    first = cli(*train_args(data_file, model_dir, tmp_path / "cut", "--max-train-steps", "2", *common))
+    assert straight.code == 0, straight.err
+    if schedule == "constant":
+        first = cli(*train_args(data_file, model_dir, tmp_path / "cut", "--max-train-steps", "2", *common))
+        assert first.code == 0, first.err
+    else:
+        shutil.copytree(tmp_path / "straight", tmp_path / "cut", symlinks=True)
+        shutil.rmtree(tmp_path / "cut" / "checkpoint-4")
     resumed = cli(*train_args(data_file, model_dir, tmp_path / "cut", "--max-train-steps", "4",
                               "--resume-from-checkpoint", "latest", *common))
-    assert straight.code == first.code == resumed.code == 0, straight.err + first.err + resumed.err
-    # diffusers' ramp: the LR of step s + 1 is s / warmup of the full rate (0 on the first step)
-    schedule = json.loads((tmp_path / "cut" / "checkpoint-2" / "state" / "scheduler.json").read_text())
-    assert schedule["_last_lr"] == [pytest.approx(2 / 3 * 1e-3)]
+    assert resumed.code == 0, resumed.err
+    assert "other options" not in resumed.err
+    at_2 = json.loads((tmp_path / "cut" / "checkpoint-2" / "state" / "scheduler.json").read_text())
+    assert at_2["_last_lr"] == [pytest.approx(expected)]
     for name in ("state/training_weights.safetensors", "state/ema.safetensors", "state/optimizer.safetensors"):
         a = load_file(tmp_path / "straight" / "checkpoint-4" / name)
         b = load_file(tmp_path / "cut" / "checkpoint-4" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_decaying_rate_resumed_with_another_length_is_warned_about(cli, data_file, model_dir, tmp_path):
+    common = ["--learning-rate", "1e-3", "--checkpointing-steps", "2", "--lr-scheduler", "cosine"]
+    first = cli(*train_args(data_file, model_dir, tmp_path / "out", "--max-train-steps", "2", *common))
+    resumed = cli(*train_args(data_file, model_dir, tmp_path / "out", "--max-train-steps", "3",
+                              "--resume-from-checkpoint", "latest", *common))
+    assert first.code == resumed.code == 0, first.err + resumed.err
+    assert "max_train_steps 2 -> 3" in resumed.err
 
 
 @pytest.mark.slow

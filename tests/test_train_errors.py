@@ -245,3 +245,10 @@ def test_changed_options_compares_what_a_step_computes():
     # a checkpoint written before a field existed: that field is not compared
     del state["config"]["snr_gamma"], state["world_size"]
     assert not any(c.startswith(("snr_gamma", "processes")) for c in changed_options(state, other, edited, 1))
+
+
+def test_the_trained_share_reads_as_a_percentage_never_in_exponent_form():
+    from opensora_cli.training.loop import _percent
+
+    assert [_percent(*n) for n in ((10, 10), (1, 3), (1, 40), (41, 100_000), (1, 10**9))] == [
+        "100 %", "33 %", "2.5 %", "0.041 %", "< 0.001 %"]

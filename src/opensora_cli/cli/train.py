@@ -40,6 +40,8 @@ def train_command(
     train_fps: Optional[float] = _opt("--train-fps", help="Frames per second clips are resampled to [18]."),
     learning_rate: Optional[float] = _opt("--learning-rate", help="AdamW learning rate [1e-5]."),
     lr_warmup_steps: Optional[int] = _opt("--lr-warmup-steps", help="Linear warm-up steps [0]."),
+    lr_scheduler: Optional[str] = _opt("--lr-scheduler", help="After the warm-up: constant, or cosine / linear "
+                                       "decay to 0 at --max-train-steps [constant]."),
     max_train_steps: Optional[int] = _opt("--max-train-steps", help="Optimisation steps [1000]."),
     gradient_accumulation_steps: Optional[int] = _opt("--gradient-accumulation-steps", help="[1]"),
     train_batch_size: Optional[int] = _opt("--train-batch-size", help="Clips per process per micro-batch [1]."),

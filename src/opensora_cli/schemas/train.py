@@ -64,6 +64,8 @@ class TrainConfig(BaseModel):
     # optimisation
     learning_rate: float = Field(1e-5, gt=0)
     lr_warmup_steps: int = Field(0, ge=0)
+    # after the warm-up: constant (the reference), or a decay to 0 at max_train_steps (cosine, linear)
+    lr_scheduler: Literal["constant", "cosine", "linear"] = "constant"
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_weight_decay: float = 1e-2

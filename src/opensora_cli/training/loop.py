@@ -86,6 +86,9 @@ def train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter) -
         raise TrainingInterrupted(state.step, state.checkpoint, config.output_dir) from None
 
 
+_LR_SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}  # diffusers' names
+
+
 def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, state: TrainState) -> TrainResult:
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
@@ -130,9 +133,12 @@ def _train(config: TrainConfig, dirs: dict[str, Path], reporter: TrainReporter, 
                              + ", ".join(changed))
     for group in optimizer.param_groups:  # a checkpoint restores moments and counts; the hyperparameters are ours
         group.update(hyperparameters, initial_lr=config.learning_rate)
-    # diffusers' warm-up, as the reference trains: step s + 1 at s / warmup of the rate (the first step at 0).
-    # Built at the step reached (last_epoch = steps taken - 1), so a resumed run continues the same ramp.
-    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.lr_warmup_steps,
+    # diffusers' warm-up, as the reference trains: step s + 1 at s / warmup of the rate (the first step at 0);
+    # then constant, or a decay that reaches 0 at max_train_steps (a decayed rate averages out the gradient noise
+    # a constant one leaves in the weights). Built at the step reached (last_epoch = steps taken - 1), so a
+    # resumed run continues the same curve.
+    lr_scheduler = get_scheduler(_LR_SCHEDULES[config.lr_scheduler], optimizer,
+                                 num_warmup_steps=config.lr_warmup_steps, num_training_steps=config.max_train_steps,
                                  last_epoch=state.first_step - 1)
     state.step = state.first_step
     sampler.set_position(*sampler.position_after(state.step * config.gradient_accumulation_steps))
@@ -340,6 +346,12 @@ def sampling_defaults(config: TrainConfig) -> dict:
     return {**inherited, **trained}
 
 
+def _percent(part: int, whole: int) -> str:
+    """"100 %", "2.5 %", "0.041 %": two significant digits, never in exponent form ("1e+02 %" was 100 %)."""
+    share = 100 * part / max(1, whole)
+    return f"{share:.0f} %" if share >= 10 else f"{share:.2g} %" if share >= 0.001 else "< 0.001 %"
+
+
 def _parameter_report(transformer, trainable: list, config: TrainConfig) -> str:
     """"training N of M parameters (x %, what); ..." with the memory of the weights and of what the optimiser
     and EMA keep for the trained ones (activations come on top)."""
@@ -351,7 +363,7 @@ def _parameter_report(transformer, trainable: list, config: TrainConfig) -> str:
     what = f"LoRA rank {config.lora_rank} on {config.lora_targets}" if config.lora else "all weights"
     if config.train_modules:
         what += " + " + ", ".join(config.train_modules)
-    return (f"training {count:,} of {total:,} parameters ({100 * count / max(1, total):.2g} %, {what}); weights "
+    return (f"training {count:,} of {total:,} parameters ({_percent(count, total)}, {what}); weights "
             f"{weights / 2**20:,.1f} MiB, gradients and AdamW state{' and EMA' if config.use_ema else ''} "
             f"{training_state_bytes(count, config.use_ema) / 2**20:,.1f} MiB")
 
@@ -469,8 +481,10 @@ def changed_options(trainer_state: dict, config: TrainConfig, mask_config, world
     current = {**flat(json.loads(json.dumps(_loggable(config), default=str))),
                **flat(mask_config.model_dump(mode="json"), "mask "), "processes": world_size}
     dropped = {key: None for key in saved if key.startswith("mask ") and key not in current}  # a ratio left out
+    # a decaying rate reaches 0 at max_train_steps: another length bends the rest of the curve
+    neutral = _RESUME_NEUTRAL - ({"max_train_steps"} if config.lr_scheduler != "constant" else set())
     return [f"{key} {show(saved[key])} -> {show(value)}" for key, value in {**current, **dropped}.items()
-            if key in saved and key not in _RESUME_NEUTRAL and saved[key] != value]
+            if key in saved and key not in neutral and saved[key] != value]
 
 
 def _loggable(config: TrainConfig) -> dict:

@@ -113,7 +113,8 @@ def train_vae(config: VaeTrainConfig, reporter: TrainReporter) -> VaeTrainResult
         if not math.isfinite(value):
             raise TrainingDiverged(f"the VAE loss became {value} at step {step}")
         result.losses.append(value)
-        reporter.step(step, value, (time.perf_counter() - started) / step, 0.0, schedule.get_last_lr()[0])
+        elapsed = time.perf_counter() - started
+        reporter.step(step, value, elapsed / step, step * len(x) / elapsed, schedule.get_last_lr()[0])
     result.seconds_per_step = (time.perf_counter() - started) / config.max_train_steps
 
     # 2. Calibration: per-channel mean and std of the posterior means -> shift, scale; and the PSNR
