@@ -78,13 +78,13 @@ def problems_from(
         loc = tuple(str(part) for part in error["loc"])
         place, line = where(loc) if where is not None else (option_name(loc[0]) if loc else "options", None)
         what, fix = error_text(error)
-        if values is not None and loc and loc[0] in values and not _names_value(what, values[loc[0]]):
+        if values is not None and loc and loc[0] in values and not names_value(what, values[loc[0]]):
             what = f"{values[loc[0]]!r}: {what}"
         problems.append(Problem.of(place, line, what, fix))
     return problems
 
 
-def _names_value(what: str, value: Any) -> bool:
+def names_value(what: str, value: Any) -> bool:
     """Whether a validator's message starts with the value received (or, for a repeated option, one of its
     values), so that it is not named twice."""
     given = list(value) if isinstance(value, (list, tuple)) else [value]
