@@ -76,7 +76,7 @@ def test_every_input_of_an_embedding_is_in_its_key(cli, prompts, tmp_path, text_
     assert _encode(cli, prompts) == {"prompts": 1, "computed": 0, "cached": 1,
                                      "text_cache": str(text_cache_dir), "device": "cpu", "dtype": "fp32",
                                      "quantize": "none"}
-    # the demo model's defaults: CFG 4.5, negative prompt "", no template
+    # the demo model's defaults: CFG 2, negative prompt "", no template
     for extra in (["--negative-prompt", "blurry"], ["--prompt-template"], ["--guidance-scale", "1"],
                   ["--dtype", "bf16"]):
         assert _encode(cli, prompts, *extra)["computed"] == 1, extra

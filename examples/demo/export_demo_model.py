@@ -17,6 +17,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from opensora_cli.models.loading import write_model_index
+
 DEFAULTS = {
     "num_frames": 17,
     "height": 64,
@@ -25,7 +27,9 @@ DEFAULTS = {
     "max_hxw": 6144,
     "max_hxw_range": [1024, 6144],
     "steps": 25,
-    "guidance_scale": 4.5,
+    # measured on 48 held-out i2v videos: CFG 4.5 melted the shapes (silhouette IoU 0.70), 2 kept them best (0.78)
+    # and followed every direction; 1 and 1.5 lost directions (95.8 %), 3 kept shapes less (0.75)
+    "guidance_scale": 2.0,
     "fps": 8,
     # trained on plain captions with "" as the dropped caption: no template, no reference negative prompt
     "prompt_template": False,
@@ -64,6 +68,7 @@ def main() -> None:
     for part in ("transformer", "vae", "text_encoder"):
         copy_half((checkpoint / part).resolve(), args.dest / part)
     state = json.loads((checkpoint / "trainer_state.json").read_text())
+    write_model_index(args.dest)  # so that OpenSoraInpaintPipeline.from_pretrained(dest) loads the bundle
     (args.dest / "opensora_defaults.json").write_text(json.dumps(DEFAULTS, indent=2) + "\n")
     (args.dest / "TRAINING.json").write_text(json.dumps({"checkpoint": checkpoint.name, "step": state["step"],
                                                          "loss": state.get("loss")}, indent=2) + "\n")

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# Train the bundled demo model from scratch with opensora's own commands, on a CPU, and install it into the
-# package (src/opensora_cli/demo_model). Measured on a 2-core CPU: 57 min (data 2 min, VAE 27 min, transformer
-# 28 min); a stage whose output exists is skipped, and the transformer resumes from its newest checkpoint, so
-# the script can be stopped and rerun.
+# Train the demo model from scratch with opensora's own commands, on a CPU. Two recipes:
 #
-#     bash examples/demo/train_demo_model.sh [WORK_DIR]
+#     bash examples/demo/train_demo_model.sh quick [WORK_DIR]   # under an hour on a 2-core CPU -> WORK_DIR/quick_model
+#     bash examples/demo/train_demo_model.sh full [WORK_DIR]    # the shipped weights -> src/opensora_cli/demo_model
+#
+# The full recipe is the quick one plus a third VAE stage (17-frame clips) and a transformer trained on that VAE;
+# it reuses the quick recipe's data and first two VAE stages when WORK_DIR already has them. A stage whose output
+# exists is skipped and the transformer resumes from its newest checkpoint, so either can be stopped and rerun.
+# Measured times are in README.md (The demo model).
 #
 # 1. synthetic data: 2000 clips of a coloured shape moving left/right/up/down, 200 images, a held-out set
 # 2. the VAE: a base-16 WF-VAE trained for reconstruction, latent scale/shift calibrated
 # 3. the text encoder: a 2-layer T5 with the ByT5 tokenizer, random and frozen (like mT5 in the real model,
 #    it only has to tell words apart; the transformer learns to read it)
-# 4. the transformer: OpenSoraInpaint_v1_3 6 x 144 wide, trained with masks drawn from mask_config.yaml; the
+# 4. the transformer: OpenSoraInpaint_v1_3 8 x 192 wide, trained with masks drawn from mask_config.yaml; the
 #    latent cache keeps the frozen VAE's encodings of clips (and of i2v/transition/t2iv masked clips) seen in
-#    an earlier epoch: the same numbers, but a step costs 0.42 s instead of 0.65 s here
-# 5. export: the newest checkpoint, in fp16, with its sampling defaults (17 frames, 64x96, 25 steps)
+#    an earlier epoch: the same numbers, at a fraction of the cost
+# 5. export: the newest checkpoint, in fp16, with its sampling defaults (17 frames, 64x96, 25 steps, CFG 2)
 set -euo pipefail
-WORK=${1:-demo_work}
+RECIPE=${1:-}
+if [ "$RECIPE" != quick ] && [ "$RECIPE" != full ]; then
+  echo "usage: bash examples/demo/train_demo_model.sh quick|full [WORK_DIR]" >&2
+  exit 2
+fi
+WORK=${2:-demo_work}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"
 stage() {  # stage NAME COMMAND...: run it and print its wall time
@@ -26,22 +34,35 @@ stage() {  # stage NAME COMMAND...: run it and print its wall time
 }
 
 [ -f "$WORK/data/data.txt" ] || stage data opensora make-demo-data "$WORK/data" --clips 2000 --images 200 --heldout 48 --seed 0
-# the VAE in two stages: 5-frame clips first (cheap: the first frame and one 4-frame group), then 13-frame
-# clips. After a first stage alone (3500 steps), frame 0 came back at 34.6 dB but frames 5-16 at 22-26 dB: a later
-# group sees the earlier ones through the causal convolutions, which 5 frames never show.
+# The VAE in stages: 5-frame clips first (cheap: the first frame and one 4-frame group), then longer clips. After
+# a first stage alone, frame 0 came back at 34.6 dB but frames 5-16 at 22-26 dB: a later group sees the earlier
+# ones through the causal convolutions, which 5 frames never show.
 [ -f "$WORK/vae_short/config.json" ] || stage "vae (5 frames)" opensora train-vae --data "$WORK/data/data.txt" \
-  --output-dir "$WORK/vae_short" --num-frames 5 --train-batch-size 4 --max-train-steps 2000 --seed 0
+  --output-dir "$WORK/vae_short" --num-frames 5 --train-batch-size 4 --max-train-steps 3500 --seed 0 \
+  --dataloader-num-workers 1
 [ -f "$WORK/vae/config.json" ] || stage "vae (13 frames)" opensora train-vae --data "$WORK/data/data.txt" \
   --init "$WORK/vae_short" --output-dir "$WORK/vae" --num-frames 13 --train-batch-size 2 --learning-rate 3e-4 \
-  --max-train-steps 1000 --seed 1
+  --max-train-steps 1500 --seed 1 --dataloader-num-workers 1
+VAE="$WORK/vae"
+if [ "$RECIPE" = full ]; then
+  [ -f "$WORK/vae_full/config.json" ] || stage "vae (17 frames)" opensora train-vae --data "$WORK/data/data.txt" \
+    --init "$WORK/vae" --output-dir "$WORK/vae_full" --num-frames 17 --train-batch-size 2 --learning-rate 3e-4 \
+    --max-train-steps 2000 --seed 2 --dataloader-num-workers 1
+  VAE="$WORK/vae_full"
+fi
 [ -f "$WORK/text/text_encoder/config.json" ] || stage "text encoder" opensora init-model "$WORK/text" \
   --transformer none --vae none --text-encoder t5-demo --seed 0
 # a constant learning rate after warm-up: checkpoint-N of this run is the model a run of N steps gives
-stage transformer opensora train --data "$WORK/data/data.txt" --model OpenSoraInpaint_v1_3-demo --vae "$WORK/vae" \
+stage transformer opensora train --data "$WORK/data/data.txt" --model OpenSoraInpaint_v1_3-demo --vae "$VAE" \
   --text-encoder "$WORK/text/text_encoder" --mask-config "$HERE/mask_config.yaml" \
   --num-frames 17 --max-hxw 6144 --min-hxw 1024 --hw-stride 16 --train-fps 8 \
   --train-batch-size 8 --learning-rate 5e-4 --lr-warmup-steps 100 --max-train-steps 3500 \
-  --use-ema --ema-decay 0.998 --checkpointing-steps 250 --checkpoints-total-limit 2 \
+  --use-ema --ema-decay 0.998 --checkpointing-steps 500 --checkpoints-total-limit 2 \
   --resume-from-checkpoint latest --vae-posterior-mean --latent-cache-mib 512 --dataloader-num-workers 1 --seed 0 \
-  --output-dir "$WORK/train"
-python "$HERE/export_demo_model.py" "$WORK/train"
+  --output-dir "$WORK/train_$RECIPE"
+if [ "$RECIPE" = full ]; then
+  python "$HERE/export_demo_model.py" "$WORK/train_full"
+else
+  python "$HERE/export_demo_model.py" "$WORK/train_quick" --dest "$WORK/quick_model"
+  echo "sample with: opensora sample --model $WORK/quick_model --prompts examples/demo/prompts.txt --conds examples/demo/conds.txt"
+fi

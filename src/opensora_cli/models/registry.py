@@ -51,7 +51,7 @@ _TRANSFORMER_MEDIUM = dict(
 )
 # The bundled demo model (`opensora_cli/demo_model`): small enough to train on a CPU in minutes.
 _TRANSFORMER_DEMO = dict(
-    _TRANSFORMER_2B, num_attention_heads=4, attention_head_dim=36, num_layers=6, cross_attention_dim=144,
+    _TRANSFORMER_2B, num_attention_heads=4, attention_head_dim=48, num_layers=8, cross_attention_dim=192,
     caption_channels=64, sparse1d=False, sparse_n=1, sample_size_h=8, sample_size_w=12, sample_size_t=5,
 )
 _WFVAE_D8 = dict(norm_type="layernorm", t_interpolation="trilinear")
@@ -74,7 +74,7 @@ PRESETS: dict[str, Preset] = {
                                         "4 layers x 48 wide, for tests"),
     "OpenSoraT2V_v1_3-tiny": Preset("transformer", _T2V, _TRANSFORMER_TINY, "4 layers x 48 wide"),
     "OpenSoraInpaint_v1_3-demo": Preset("transformer", _INPAINT, dict(_TRANSFORMER_DEMO, vae_scale_factor_t=4),
-                                        "6 layers x 144 wide, the bundled demo model"),
+                                        "8 layers x 192 wide, the bundled demo model"),
     "WFVAEModel_D8_4x8x8-demo": Preset("vae", "WFVAEModel", _WFVAE_DEMO, "base width 16, the bundled demo model"),
     "WFVAEModel_D8_4x8x8": Preset("vae", "WFVAEModel", _WFVAE_D8, "the released WF-VAE (145.6 M parameters)"),
     "WFVAEModel_D8_4x8x8-tiny": Preset("vae", "WFVAEModel", _WFVAE_TINY, "base width 8, for tests"),

@@ -329,7 +329,7 @@ def _models(config: TrainConfig, dirs: dict[str, Path], accelerator, reporter: T
 
 def sampling_defaults(config: TrainConfig) -> dict:
     """`opensora sample`'s defaults for a model trained so: those of the base bundle it started from (its
-    `opensora_defaults.json`: the demo model's plain prompts, 25 steps, CFG 4.5, ...; a fine-tune samples as
+    `opensora_defaults.json`: the demo model's plain prompts, 25 steps, CFG 2, ...; a fine-tune samples as
     its base did), with the frames and the area range this run saw. The base's fixed size is kept only when it
     lies in that range."""
     trained = {"num_frames": config.num_frames, "max_hxw": config.max_hxw,
