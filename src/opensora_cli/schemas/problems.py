@@ -78,17 +78,19 @@ def problems_from(
         loc = tuple(str(part) for part in error["loc"])
         place, line = where(loc) if where is not None else (option_name(loc[0]) if loc else "options", None)
         what, fix = error_text(error)
-        if values is not None and loc and loc[0] in values and not names_value(what, values[loc[0]]):
-            what = f"{values[loc[0]]!r}: {what}"
+        if values is not None and loc and loc[0] in values:
+            what = with_value(what, values[loc[0]])
         problems.append(Problem.of(place, line, what, fix))
     return problems
 
 
-def names_value(what: str, value: Any) -> bool:
-    """Whether a validator's message starts with the value received (or, for a repeated option, one of its
-    values), so that it is not named twice."""
+def with_value(what: str, value: Any) -> str:
+    """`what` led by the value received (`'abc': ...`), unless the validator's message already starts with it
+    (or, for a repeated option, one of its values), so that it is not named twice."""
     given = list(value) if isinstance(value, (list, tuple)) else [value]
-    return any(what.startswith(repr(item)) or what.startswith(repr(str(item))) for item in given + [value])
+    if any(what.startswith(repr(item)) or what.startswith(repr(str(item))) for item in given + [value]):
+        return what
+    return f"{value!r}: {what}"
 
 
 def first_problem(exc: ValidationError, rename: Mapping[str, str] | None = None) -> str:

@@ -18,7 +18,7 @@ from pydantic import (
 
 from opensora_cli.schemas.inputs import check_num_frames
 from opensora_cli.schemas.loading import load_yaml
-from opensora_cli.schemas.problems import Problem, did_you_mean, error_text, names_value, option_name
+from opensora_cli.schemas.problems import Problem, did_you_mean, error_text, option_name, with_value
 from opensora_cli.schemas.resolution import MAX_MAX_HXW
 
 NumFrames = Annotated[int, AfterValidator(check_num_frames)]  # 1 + 4k; the error names the field
@@ -167,8 +167,7 @@ def load_train_config(config_file: Path | None, overrides: dict[str, Any]) -> tu
             if error["type"] == "missing":
                 problems.append(Problem.of(flag, None, "required", f"give {flag} or '{name}:' in the --config file"))
             elif overrides.get(name) is not None:  # the flag names the field: say the value instead
-                value = overrides[name]
-                problems.append(Problem.of(flag, None, what if names_value(what, value) else f"{value!r}: {what}", fix))
+                problems.append(Problem.of(flag, None, with_value(what, overrides[name]), fix))
             elif label is None:
                 problems.append(Problem.of(flag, None, f"{name}: {what}", fix))
             else:
