@@ -275,3 +275,34 @@ def test_a_fine_tune_samples_as_its_base_did(cli, data_file, tmp_path):
     assert result.code == 0, result.err
     written = json.loads((tmp_path / "out" / "checkpoint-1" / "opensora_defaults.json").read_text())
     assert written == {**own, "num_frames": 9, "max_hxw": 6144, "max_hxw_range": [1024, 6144]}
+
+
+def test_timestep_sampling_uniform_is_the_draw_runs_always_made_and_logit_normal_leans_to_noise():
+    """"uniform" must stay the exact draw of earlier runs (a resumed run or a rerun repeats its steps); a
+    logit-normal with a positive mean puts most timesteps in the noisier half, "mode" leans to the middle."""
+    from opensora_cli.schemas.train import TrainConfig
+    from opensora_cli.training.loop import draw_timesteps
+
+    def draw(**options) -> torch.Tensor:
+        config = TrainConfig(data="d.txt", **options)
+        return draw_timesteps(config, 1000, 4096, torch.Generator().manual_seed(5), "cpu")
+
+    uniform = draw()
+    assert torch.equal(uniform, torch.randint(0, 1000, (4096,), generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(uniform, draw())  # the same generator state, the same steps
+    leaning = draw(timestep_sampling="logit_normal", logit_mean=1.0)
+    assert leaning.dtype == torch.int64 and 0 <= int(leaning.min()) and int(leaning.max()) <= 999
+    assert (leaning >= 500).float().mean() > 0.75 > (uniform >= 500).float().mean()
+    centred = draw(timestep_sampling="mode", mode_scale=1.29)
+    middle = ((centred >= 250) & (centred < 750)).float().mean()
+    assert middle > ((uniform >= 250) & (uniform < 750)).float().mean() + 0.1
+    assert torch.equal(leaning, draw(timestep_sampling="logit_normal", logit_mean=1.0))
+
+
+def test_training_with_logit_normal_timesteps_runs_and_is_recorded(cli, data_file, model_dir, tmp_path):
+    result = cli(*train_args(data_file, model_dir, tmp_path / "out", "--max-train-steps", "2",
+                             "--checkpointing-steps", "2", "--timestep-sampling", "logit_normal", "--logit-mean",
+                             "0.5"))
+    assert result.code == 0, result.err
+    state = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["config"]["timestep_sampling"] == "logit_normal" and state["config"]["logit_mean"] == 0.5

@@ -70,6 +70,12 @@ def train_command(
     resume_from_checkpoint: Optional[str] = _opt("--resume-from-checkpoint", help="'latest' or a checkpoint "
                                                  "folder."),
     snr_gamma: Optional[float] = _opt("--snr-gamma", help="Min-SNR loss weighting gamma (e.g. 5)."),
+    timestep_sampling: Optional[str] = _opt("--timestep-sampling", help="Where training timesteps fall: uniform, "
+                                            "logit_normal (--logit-mean > 0 leans to heavy noise) or mode "
+                                            "[uniform]."),
+    logit_mean: Optional[float] = _opt("--logit-mean", help="logit_normal: mean of the normal [0]."),
+    logit_std: Optional[float] = _opt("--logit-std", help="logit_normal: its standard deviation [1]."),
+    mode_scale: Optional[float] = _opt("--mode-scale", help="mode: how far draws bend to the middle [1.29]."),
     output_dir: Optional[Path] = _opt("--output-dir", help="Checkpoints and logs [train_output]."),
     seed: Optional[int] = _opt("--seed", help="[1234]"),
     device: Optional[str] = _opt("--device", help="cpu, cuda or npu."),

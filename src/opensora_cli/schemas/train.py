@@ -76,6 +76,13 @@ class TrainConfig(BaseModel):
     train_batch_size: int = Field(1, ge=1)
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None  # None: bf16 on accelerators, no on CPU
     snr_gamma: float | None = Field(None, gt=0)
+    # where the training timesteps fall: uniform over the schedule (the reference), or diffusers' SD3 densities
+    # (logit_normal: sigmoid of N(logit_mean, logit_std), a positive mean leans to heavy noise; mode: mode_scale
+    # bends the uniform draw towards the middle)
+    timestep_sampling: Literal["uniform", "logit_normal", "mode"] = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = Field(1.0, gt=0)
+    mode_scale: float = 1.29
     use_ema: bool = False
     ema_decay: float = Field(0.9999, gt=0, lt=1)
     seed: int = Field(1234, ge=0)

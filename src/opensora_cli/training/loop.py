@@ -394,6 +394,24 @@ def _data(config: TrainConfig, rank: int, world: int):
 # ------------------------------------------------------------------------------------------------------------
 
 
+def draw_timesteps(config: TrainConfig, num_train_timesteps: int, batch_size: int, generator: torch.Generator,
+                   device: torch.device | str) -> torch.Tensor:
+    """(batch_size,) int64 training timesteps in [0, num_train_timesteps), higher = noisier.
+
+    "uniform" draws integers as the reference does (and as every run before the option: same generator, same
+    steps). The others draw u in (0, 1) from diffusers' `compute_density_for_timestep_sampling` (the SD3 paper's
+    logit-normal and mode densities) and take timestep floor(u * N): with a DDPM schedule a larger u is more
+    noise, so `--logit-mean 0.5` spends more of training where the video's layout is decided."""
+    if config.timestep_sampling == "uniform":
+        return torch.randint(0, num_train_timesteps, (batch_size,), generator=generator, device=device)
+    from diffusers.training_utils import compute_density_for_timestep_sampling
+
+    u = compute_density_for_timestep_sampling(config.timestep_sampling, batch_size, logit_mean=config.logit_mean,
+                                              logit_std=config.logit_std, mode_scale=config.mode_scale,
+                                              device=device, generator=generator)
+    return (u * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+
+
 def _loss(model, frozen: Frozen, batch: dict, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
     """v-prediction loss of one micro-batch (optionally min-SNR weighted), noise and targets in fp32.
 
@@ -402,7 +420,7 @@ def _loss(model, frozen: Frozen, batch: dict, config: TrainConfig, generator: to
         frozen: the encoders, mask compressor and noise schedule.
         batch: a `data.dataset.collate` batch: "pixel_values" and "masked_pixel_values" (B, 3, T, H, W) in
             [-1, 1] on the host, "mask" (B, 1, T, H, W) with 1 = generate, "caption" (B strings).
-        config: `vae_sample_posterior` and `snr_gamma` are read.
+        config: `vae_sample_posterior`, `snr_gamma` and the timestep sampling options are read.
         generator: every random draw of the micro-batch (see `step_generator`).
 
     Returns:
@@ -434,8 +452,7 @@ def _loss(model, frozen: Frozen, batch: dict, config: TrainConfig, generator: to
 
     batch_size = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, device=device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator,
-                              device=device)
+    timesteps = draw_timesteps(config, scheduler.config.num_train_timesteps, batch_size, generator, device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     target = scheduler.get_velocity(latents, noise, timesteps)  # v = sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) x0
 
