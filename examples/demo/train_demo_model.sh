@@ -4,9 +4,10 @@
 #     bash examples/demo/train_demo_model.sh quick [WORK_DIR]   # under an hour on a 2-core CPU -> WORK_DIR/quick_model
 #     bash examples/demo/train_demo_model.sh full [WORK_DIR]    # the shipped weights -> src/opensora_cli/demo_model
 #
-# The full recipe is the quick one plus a third VAE stage (17-frame clips) and a transformer trained on that VAE;
-# it reuses the quick recipe's data and first two VAE stages when WORK_DIR already has them. A stage whose output
-# exists is skipped and the transformer resumes from its newest checkpoint, so either can be stopped and rerun.
+# The full recipe is the quick one plus a third VAE stage (17-frame clips) and a transformer trained on that VAE
+# for 12500 steps rather than 3500; it reuses the quick recipe's data and first two VAE stages when WORK_DIR
+# already has them. A stage whose output exists is skipped and the transformer resumes from its newest
+# checkpoint, so either can be stopped and rerun.
 # Measured times are in README.md (The demo model).
 #
 # 1. synthetic data: 2000 clips of a coloured shape moving left/right/up/down, 200 images, a held-out set
@@ -52,11 +53,14 @@ if [ "$RECIPE" = full ]; then
 fi
 [ -f "$WORK/text/text_encoder/config.json" ] || stage "text encoder" opensora init-model "$WORK/text" \
   --transformer none --vae none --text-encoder t5-demo --seed 0
-# a constant learning rate after warm-up: checkpoint-N of this run is the model a run of N steps gives
+# a constant learning rate after warm-up: checkpoint-N of this run is the model a run of N steps gives. The full
+# recipe trains it longer: from 3500 to 12500 steps the held-out shape IoU rose 0.78 -> 0.86 (README).
+STEPS=3500
+if [ "$RECIPE" = full ]; then STEPS=12500; fi
 stage transformer opensora train --data "$WORK/data/data.txt" --model OpenSoraInpaint_v1_3-demo --vae "$VAE" \
   --text-encoder "$WORK/text/text_encoder" --mask-config "$HERE/mask_config.yaml" \
   --num-frames 17 --max-hxw 6144 --min-hxw 1024 --hw-stride 16 --train-fps 8 \
-  --train-batch-size 8 --learning-rate 5e-4 --lr-warmup-steps 100 --max-train-steps 3500 \
+  --train-batch-size 8 --learning-rate 5e-4 --lr-warmup-steps 100 --max-train-steps "$STEPS" \
   --use-ema --ema-decay 0.998 --checkpointing-steps 500 --checkpoints-total-limit 2 \
   --resume-from-checkpoint latest --vae-posterior-mean --latent-cache-mib 512 --dataloader-num-workers 1 --seed 0 \
   --output-dir "$WORK/train_$RECIPE"
