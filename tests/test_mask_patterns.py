@@ -161,3 +161,18 @@ def test_compress_pattern_channel_mapping_93():
     # latent frame j >= 1, channel c = pixel frame 4(j-1) + 1 + c: frame 5 -> (j=2, c=0), frame 92 -> (j=23, c=3)
     assert latent[2][0] == 0 and sum(latent[2]) == 3
     assert latent[23][3] == 0 and sum(latent[23]) == 3
+
+
+@pytest.mark.parametrize("kept, num_frames, known", [
+    ([0], 17, 1),  # i2v: frame 0 alone in latent frame 0
+    ([0, 16], 17, 1),  # transition: frame 16 shares latent frame 4 with generated 13-15
+    (list(range(9)), 17, 3),  # continuation of 9 frames: latent frames 0-2
+    (list(range(8)), 17, 2),  # frame 8 generated: latent frame 2 is not known
+    (list(range(17)), 17, 5),  # everything kept
+    ([16], 17, 0), ([], 17, 0),  # no kept frame 0: nothing is known
+    ([0], 1, 1),  # an image
+])
+def test_exact_latent_prefix_counts_the_latent_frames_a_kept_run_from_frame_0_fills(kept, num_frames, known):
+    from opensora_cli.masks.patterns import exact_latent_prefix, pattern_from_indices
+
+    assert exact_latent_prefix(pattern_from_indices(num_frames, kept)) == known

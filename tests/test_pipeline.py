@@ -15,7 +15,7 @@ import torch
 from opensora_cli.masks.patterns import as_random
 from opensora_cli.models.registry import write_random_model_folder
 from opensora_cli.pipelines.pipeline_inpaint import OpenSoraInpaintPipeline, OpenSoraPipelineOutput
-from opensora_cli.pipelines.schedulers import make_scheduler
+from opensora_cli.pipelines.schedulers import SAMPLERS, make_scheduler
 from opensora_cli.services.model_folders import bundled_model_dir
 
 MEDIA = Path(__file__).resolve().parents[1] / "examples" / "demo"
@@ -139,3 +139,56 @@ def test_a_planned_size_must_be_the_one_the_inputs_give(random_bundle):
     assert pipe("x", height=height, width=width, **args).mask_type == "i2v"
     with pytest.raises(ValueError, match=f"give a {height}x{width} video, not {height + 16}x{width}"):
         pipe("x", height=height + 16, width=width, **args)
+
+
+def _encoded_prefix(pipe, known: int, **call) -> torch.Tensor:
+    """The first `known` latent frames of the masked clip the pipeline builds for `call` (no noise on it)."""
+    masked, pattern, _ = pipe.prepare_conditions(call["conditions"], call.get("frame_indices"), call.get("mask_type"),
+                                                 call["num_frames"], call["height"], call["width"],
+                                                 call["crop_for_hw"], 6144, as_random(None))
+    with torch.no_grad():
+        return pipe.vae.encode_latents(masked[None], sample_posterior=False)[:, :, :known].float()
+
+
+@pytest.mark.parametrize("noise_strength", [0.0, 0.3])
+def test_replace_kept_latents_returns_the_kept_frames_encoding_and_generates_the_rest(demo_pipe, noise_strength):
+    """i2v: latent frame 0 (frame 0 alone, in the causal VAE) ends exactly as the kept image's clean encoding,
+    which the transformer alone does not give; the generated frames still come from the model."""
+    call = dict(I2V, output_type="latent", noise_strength=noise_strength)
+    plain = demo_pipe(PROMPT, generator=generator(3), **call).videos
+    held = demo_pipe(PROMPT, generator=generator(3), replace_kept_latents=True, **call).videos
+    expected = _encoded_prefix(demo_pipe, 1, **I2V)
+    # (with noise, the pipeline encodes the clean frame 0 alone: the same numbers up to float rounding)
+    torch.testing.assert_close(held[:, :, :1], expected, atol=1e-5 if noise_strength else 0, rtol=0)
+    assert (plain[:, :, :1] - expected).abs().max() > 1e-2
+    assert (held[:, :, 1:] - plain[:, :, 1:]).abs().mean() < 0.5 * plain[:, :, 1:].abs().mean()  # same video, nudged
+
+
+def test_replace_kept_latents_holds_a_kept_run_from_frame_0_and_changes_nothing_without_one(demo_pipe):
+    from opensora_cli.masks.patterns import exact_latent_prefix, pattern_from_indices
+
+    keep = [0, 1, 2, 3, 4, 8]  # frames 0-4 fill latent frames 0 and 1; frame 8 shares latent frame 2 with 5-7
+    call = dict(I2V, conditions=[str(MEDIA / "i2v.png")] * len(keep), frame_indices=keep, output_type="latent")
+    assert exact_latent_prefix(pattern_from_indices(9, keep)) == 2
+    held = demo_pipe(PROMPT, generator=generator(8), replace_kept_latents=True, **call)
+    assert held.kept_frames == keep
+    expected = _encoded_prefix(demo_pipe, 3, **call)
+    assert torch.equal(held.videos[:, :, :2], expected[:, :, :2])
+    assert not torch.equal(held.videos[:, :, 2], expected[:, :, 2])  # frames 5-7 are generated in it
+
+    text_only = dict(num_frames=9, height=64, width=96, num_inference_steps=3, guidance_scale=2.0,
+                     output_type="latent")
+    assert torch.equal(demo_pipe(PROMPT, generator=generator(9), **text_only).videos,
+                       demo_pipe(PROMPT, generator=generator(9), replace_kept_latents=True, **text_only).videos)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_replace_kept_latents_works_with_every_sampler(random_bundle, sampler):
+    """Each sampler brings the held latent frames to the next step's noise level with its own `add_noise`
+    (a sigma for the Euler family, alphas for DDPM/DDIM/PNDM, ...) and ends on their clean encoding."""
+    pipe = OpenSoraInpaintPipeline.from_pretrained(random_bundle, sampler=sampler)
+    call = dict(conditions=[str(MEDIA / "i2v.png")], num_frames=5, height=32, width=48, crop_for_hw=True,
+                num_inference_steps=4, guidance_scale=1.0, output_type="latent")  # (PNDM needs 4 or more)
+    out = pipe("x", generator=generator(0), replace_kept_latents=True, **call).videos
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[:, :, :1], _encoded_prefix(pipe, 1, **call), atol=0, rtol=0)

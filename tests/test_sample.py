@@ -227,3 +227,27 @@ def test_two_process_sequence_parallel_matches_single_process(installed_cli, inp
     # Attention over the gathered sequence sums in another order than one process does, so a few pixels may
     # round the other way; H.264 then spreads such a pixel over its block.
     assert diff.mean() < 0.05 and diff.max() <= 16
+
+
+def test_replace_kept_latents_is_part_of_the_request_and_changes_the_kept_frame(cli, tmp_path):
+    from pathlib import Path
+
+    from opensora_cli.data.media import read_video
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    (tmp_path / "p.txt").write_text("a yellow triangle moves to the right\n")
+    (tmp_path / "c.txt").write_text(f"{demo / 'i2v.png'}\n")
+    args = ["sample", "--prompts", tmp_path / "p.txt", "--conds", tmp_path / "c.txt", "--steps", "3", "--json",
+            "-o", tmp_path / "out"]
+    off = cli(*args)
+    assert off.code == 0, off.err
+    (result,) = json.loads(off.out)["results"]
+    assert json.loads(Path(result["sidecar"]).read_text())["replace_kept_latents"] is None
+    before = read_video(result["video"], 1)
+    refused = cli(*args, "--replace-kept-latents")
+    assert refused.code == 1 and "replace_kept_latents null -> true" in refused.out
+    on = cli(*args, "--replace-kept-latents", "--overwrite")
+    assert on.code == 0, on.err
+    (result,) = json.loads(on.out)["results"]
+    assert json.loads(Path(result["sidecar"]).read_text())["replace_kept_latents"] is True
+    assert not np.array_equal(read_video(result["video"], 1), before)

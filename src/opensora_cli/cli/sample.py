@@ -90,6 +90,10 @@ def sample_command(
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the transformer blocks (GPU)."),
     sample_posterior: bool = typer.Option(
         False, "--vae-sample-posterior", help="Encode conditions with a posterior sample (the reference)."),
+    replace_kept_latents: bool = typer.Option(
+        False, "--replace-kept-latents", help="Hold the latent frames that the kept frames alone determine (a run "
+        "of kept frames from frame 0) at their encoding at every step, so they come back as the VAE "
+        "reconstructs them (see README)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
     text_cache: Optional[Path] = TextCacheOption,
     no_text_cache: bool = typer.Option(False, "--no-text-cache",
@@ -112,7 +116,7 @@ def sample_command(
                    vae_tiling="off" if no_vae_tiling else vae_tiling,
                    cpu_offload=cpu_offload, step_cache=step_cache, quantize=quantize, lora=lora or [],
                    lora_scale=lora_scale, compile=compile_model,
-                   sample_posterior=sample_posterior, overwrite=overwrite, text_cache=text_cache, no_text_cache=no_text_cache)
+                   sample_posterior=sample_posterior, replace_kept_latents=replace_kept_latents, overwrite=overwrite, text_cache=text_cache, no_text_cache=no_text_cache)
     if text_cache is not None and no_text_cache:
         from opensora_cli.errors import UsageError
 

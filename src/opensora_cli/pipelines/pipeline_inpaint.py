@@ -28,7 +28,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from opensora_cli.masks.compressor import MaskCompressor
 from opensora_cli.masks.noise import GaussianNoiseAdder
-from opensora_cli.masks.patterns import as_random, frame_pattern, kept_indices, pattern_from_indices
+from opensora_cli.masks.patterns import (as_random, exact_latent_prefix, frame_pattern, kept_indices,
+                                         pattern_from_indices)
 from opensora_cli.masks.planning import plan_line
 from opensora_cli.models.text_encoder import prompt_texts
 from opensora_cli.schemas.masks import MaskType
@@ -275,6 +276,7 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         num_inference_steps: int = 100, guidance_scale: float = 7.5, guidance_rescale: float = 0.0,
         negative_prompt: str | None = None, use_prompt_template: bool = True,
         num_videos_per_prompt: int = 1, noise_strength: float = 0.0, sample_posterior: bool = False,
+        replace_kept_latents: bool = False,
         generator: Generators = None,
         latents: torch.Tensor | None = None,
         prompt_embeds: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -297,6 +299,11 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
             negative_prompt: the unconditional text; None = the reference's negative prompt, "" = none.
             noise_strength: sigma of Gaussian noise on the kept frames (0 = none).
             sample_posterior: encode conditions with a posterior sample (the reference) instead of its mean.
+            replace_kept_latents: after every step, overwrite the latent frames that the kept frames alone
+                determine (the causal VAE's: those of a run of kept frames from frame 0) with their encoding,
+                noised to the step's level (diffusers' inpainting pipelines do this in pixel-mask form); the
+                last step leaves them exact, so kept frames come back as the VAE reconstructs them. False = the
+                reference: the transformer generates every latent frame.
             generator: the only source of randomness. A list gives each video its own, used as a call for that
                 video alone would use it (so video i equals that call), except for what the videos share: a
                 random mask, the noise on kept frames and a posterior sample come from the first.
@@ -334,12 +341,18 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         masked = masked[None].expand(batch, -1, -1, -1, -1).to(device=device, dtype=self.vae.dtype)
         pixel_mask = torch.tensor(pattern, dtype=self.vae.dtype, device=device).view(1, 1, -1, 1, 1)
         pixel_mask = pixel_mask.expand(batch, 1, num_frames, out_h, out_w)  # (B, 1, T, H, W), 1 = generate
+        known = exact_latent_prefix(pattern, self.vae.vae_scale_factor[0]) if replace_kept_latents else 0
+        clean = masked[:, :, :1 + (known - 1) * self.vae.vae_scale_factor[0]] if known else None
         noise_adder = GaussianNoiseAdder.for_inference(noise_strength)
         if noise_adder is not None:
             masked = noise_adder(masked, pixel_mask, shared_generator)
         with self._placed(self.vae):
             masked_latents = self.vae.encode_latents(masked, sample_posterior=sample_posterior,
                                                      generator=shared_generator)
+            if known and noise_adder is not None:  # the noise is a hint to the transformer, not the kept frames
+                known_latents = self.vae.encode_latents(clean, sample_posterior=False)[:, :, :known]
+            elif known:  # causal: the first `known` latent frames of the clip's encoding are those of the prefix
+                known_latents = masked_latents[:, :, :known]
         latent_mask = MaskCompressor(*self.vae.vae_scale_factor)(pixel_mask)  # (B, 4, T', h, w); no weights
         condition = torch.cat([masked_latents, latent_mask], dim=1).to(dtype)  # (B, 8 + 4, T', h, w)
         if do_cfg:
@@ -351,6 +364,9 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         self._num_timesteps = len(timesteps)
         latents = self.prepare_latents(latents, (batch, self.transformer.config.in_channels,
                                                  *masked_latents.shape[2:]), generator, device)
+        replace = None
+        if known:  # (clean latents, the noise they are brought to each level with: the initial draw's)
+            replace = (known_latents.float(), latents[:, :, :known] / self.scheduler.init_noise_sigma)
         takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if takes_generator else {}
 
@@ -358,7 +374,7 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
         with self._placed(self.transformer):
             latents = self._denoise(latents, condition, timesteps, embeds, text_mask, do_cfg, guidance_scale,
                                     guidance_rescale, step_kwargs, callback_on_step_end,
-                                    callback_on_step_end_tensor_inputs)
+                                    callback_on_step_end_tensor_inputs, replace)
 
         if not torch.isfinite(latents).all():  # one sync per video, so that a NaN never becomes a black video
             raise FloatingPointError(f"the sampler produced NaN/inf latents in {dtype}")
@@ -385,8 +401,10 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
 
     def _denoise(self, latents: torch.Tensor, condition: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor,
                  text_mask: torch.Tensor, do_cfg: bool, guidance_scale: float, guidance_rescale: float,
-                 step_kwargs: dict, callback: StepEndCallback | None, callback_inputs: Sequence[str]) -> torch.Tensor:
-        """The sampling loop. latents (B, C, T', h, w) fp32; condition (B', 12, T', h, w) = [masked latent | mask]."""
+                 step_kwargs: dict, callback: StepEndCallback | None, callback_inputs: Sequence[str],
+                 replace: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The sampling loop. latents (B, C, T', h, w) fp32; condition (B', 12, T', h, w) = [masked latent | mask];
+        replace: (clean (B, C, k, h, w), noise of that shape) for the first k latent frames, or None."""
         dtype = self.transformer.dtype
         if getattr(self.transformer, "is_cache_enabled", False):  # a step cache starts afresh with every video
             self.transformer._reset_stateful_cache()
@@ -416,6 +434,12 @@ class OpenSoraInpaintPipeline(DiffusionPipeline):
             else:
                 guided = velocity.float()
             latents = self.scheduler.step(guided, t, latents, **step_kwargs, return_dict=False)[0]
+            if replace is not None:  # where the next step starts: the known frames at its noise level
+                clean, noise = replace
+                known = clean.shape[2]
+                if index + 1 < len(timesteps):
+                    clean = self.scheduler.add_noise(clean, noise, timesteps[index + 1].reshape(1))
+                latents = torch.cat([clean.to(latents.dtype), latents[:, :, known:]], dim=2)
             if callback is not None:
                 tensors = {"latents": latents, "prompt_embeds": embeds}
                 returned = callback(self, index, t, {name: tensors[name] for name in callback_inputs}) or {}

@@ -62,6 +62,8 @@ class SampleRequest(InputsRequest):
     cpu_offload: bool = False
     compile: bool = False
     sample_posterior: bool = False
+    # the latent frames that kept frames alone determine are set to their encoding at each step (pipeline doc)
+    replace_kept_latents: bool = False
     overwrite: bool = False
     # The text cache (services/text_cache.py): where; None = $OPENSORA_TEXT_CACHE, else
     # ~/.cache/opensora-cli/text. Not in a sidecar's request: a cached embedding is the one the encoder makes,

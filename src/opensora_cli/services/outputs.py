@@ -40,7 +40,7 @@ REQUEST_FIELDS = (
     "prompt", "line", "sample", "seed", "mask_type", "conds", "frame_indices", "num_frames", "height", "width",
     "crop_for_hw", "max_hxw", "steps", "guidance_scale", "guidance_rescale", "sampler", "negative_prompt",
     "prompt_template", "noise_strength", "sample_posterior", "fps", "dtype", "models", "windows",
-    "step_cache", "quantize", "lora",
+    "step_cache", "quantize", "lora", "replace_kept_latents",
 )
 # A claim not refreshed for this long, by a process on another host, is taken to be abandoned. Owners
 # refresh at every denoising step, far more often.

@@ -323,6 +323,7 @@ def _sidecar_request(item: InputItem, sample: int, seed: int, request: SampleReq
         "step_cache": None if request.step_cache_policy.off else request.step_cache,  # (off: as before it existed)
         "quantize": None if request.quantize == "none" else request.quantize,  # (none: as before it existed)
         "lora": lora,  # (none: None, as before adapters existed)
+        "replace_kept_latents": request.replace_kept_latents or None,  # (off: as before it existed)
     })
 
 
@@ -563,6 +564,7 @@ def _generate(pipe, job: Job, embeddings: dict, request: SampleRequest, ctx, rep
                         max_hxw=request.max_hxw, num_inference_steps=request.steps,
                         guidance_scale=request.guidance_scale, guidance_rescale=request.guidance_rescale,
                         noise_strength=request.noise_strength, sample_posterior=request.sample_posterior,
+                        replace_kept_latents=request.replace_kept_latents,
                         generator=torch.Generator(ctx.device).manual_seed(seed), prompt_embeds=embeddings[prompt],
                         callback_on_step_end=on_step)
         except FloatingPointError as exc:
