@@ -3,9 +3,9 @@
     python benchmarks/step_cache.py                     # 32 held-out images, 25 steps (the demo's default)
     python benchmarks/step_cache.py --lines 8 --policies off,first-block:0.3,taylorseer:3
 
-Held-out first frames and prompts come from `opensora make-demo-data` (i2v, the demo model's 17 frames, CFG
-4.5, so each step is one batched call of both halves). Every policy runs the same lines with the same seed, in
-this process, through the service `opensora sample` uses. Printed per policy:
+Held-out first frames and prompts come from `opensora make-demo-data` (i2v, the demo model's defaults: 17
+frames and its CFG; above 1, each step is one batched call of both halves). Every policy runs the same lines
+with the same seed, in this process, through the service `opensora sample` uses. Printed per policy:
 
 - block evaluations: the feed-forward calls of all blocks over those of the uncached run (First Block Cache
   runs the first block on every step and skips the rest on reused steps; TaylorSeer predicts the attention

@@ -35,8 +35,8 @@ def _assert_same_videos(one: Path, other: Path) -> None:
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--nproc", "2", "--cfg-parallel", "--guidance-scale", "1"], "guidance is off"),
-    (["--nproc", "3", "--cfg-parallel"], "it runs on 2 processes, not 3"),
-    (["--nproc", "2", "--cfg-parallel", "--sp"], "4 or more, not 2"),
+    (["--nproc", "3", "--cfg-parallel", "--guidance-scale", "2"], "it runs on 2 processes, not 3"),
+    (["--nproc", "2", "--cfg-parallel", "--sp", "--guidance-scale", "2"], "4 or more, not 2"),
 ])
 def test_cfg_parallel_refusals_are_one_line_before_anything_starts(cli, tmp_path, extra, message):
     result = cli("sample", "--prompts", DEMO / "prompts.txt", "--conds", DEMO / "conds.txt", "-o", tmp_path / "o",
@@ -47,7 +47,9 @@ def test_cfg_parallel_refusals_are_one_line_before_anything_starts(cli, tmp_path
 
 @pytest.mark.slow
 def test_two_processes_share_the_guidance_halves_of_every_video(installed_cli, tmp_path):
-    args = ["sample", "--prompts", DEMO / "prompts.txt", "--conds", DEMO / "conds.txt", "--steps", "3", "--json"]
+    # (the demo model samples at CFG 1 by default: guidance is asked for)
+    args = ["sample", "--prompts", DEMO / "prompts.txt", "--conds", DEMO / "conds.txt", "--steps", "3", "--json",
+            "--guidance-scale", "2"]
     single = installed_cli(*args, "-o", "single", cwd=tmp_path, timeout=300, env=ONE_THREAD)
     multi = installed_cli(*args, "-o", "cfg", "--nproc", "2", "--cfg-parallel", cwd=tmp_path, timeout=300,
                           env=ONE_THREAD)

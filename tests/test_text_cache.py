@@ -76,8 +76,10 @@ def test_every_input_of_an_embedding_is_in_its_key(cli, prompts, tmp_path, text_
     assert _encode(cli, prompts) == {"prompts": 1, "computed": 0, "cached": 1,
                                      "text_cache": str(text_cache_dir), "device": "cpu", "dtype": "fp32",
                                      "quantize": "none"}
-    # the demo model's defaults: CFG 2, negative prompt "", no template
-    for extra in (["--negative-prompt", "blurry"], ["--prompt-template"], ["--guidance-scale", "1"],
+    # the demo model's defaults: CFG 1 (so no negative prompt is encoded, whichever is given), no template
+    assert _encode(cli, prompts, "--negative-prompt", "blurry")["cached"] == 1
+    for extra in (["--negative-prompt", "blurry", "--guidance-scale", "2"], ["--prompt-template"],
+                  ["--guidance-scale", "2"],
                   ["--dtype", "bf16"]):
         assert _encode(cli, prompts, *extra)["computed"] == 1, extra
         assert _encode(cli, prompts, *extra)["cached"] == 1, extra

@@ -27,8 +27,9 @@ DEFAULTS = {
     "max_hxw": 6144,
     "max_hxw_range": [1024, 6144],
     "steps": 25,
-    # measured on 48 held-out i2v videos: CFG 4.5 melted the shapes (silhouette IoU 0.70), 2 kept them best (0.78)
-    # and followed every direction; 1 and 1.5 lost directions (95.8 %), 3 kept shapes less (0.75)
+    # measured on 48 held-out i2v videos at 3500 steps (the quick recipe's model): CFG 4.5 melted the shapes
+    # (silhouette IoU 0.70), 2 kept them best (0.78) and followed every direction; 1 and 1.5 lost directions
+    # (95.8 %), 3 kept shapes less (0.75). At 12500 steps (the full recipe) 1 does best: --guidance-scale 1.
     "guidance_scale": 2.0,
     "fps": 8,
     # trained on plain captions with "" as the dropped caption: no template, no reference negative prompt
@@ -61,6 +62,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("train_output", type=Path)
     parser.add_argument("--dest", type=Path, default=Path(__file__).resolve().parents[2] / "src/opensora_cli/demo_model")
+    parser.add_argument("--guidance-scale", type=float, default=DEFAULTS["guidance_scale"],
+                        help="the bundle's default CFG [%(default)s]")
     args = parser.parse_args()
     checkpoint = newest_checkpoint(args.train_output)
     if args.dest.exists():
@@ -69,7 +72,7 @@ def main() -> None:
         copy_half((checkpoint / part).resolve(), args.dest / part)
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     write_model_index(args.dest)  # so that OpenSoraInpaintPipeline.from_pretrained(dest) loads the bundle
-    (args.dest / "opensora_defaults.json").write_text(json.dumps(DEFAULTS, indent=2) + "\n")
+    (args.dest / "opensora_defaults.json").write_text(json.dumps({**DEFAULTS, "guidance_scale": args.guidance_scale}, indent=2) + "\n")
     (args.dest / "TRAINING.json").write_text(json.dumps({"checkpoint": checkpoint.name, "step": state["step"],
                                                          "loss": state.get("loss")}, indent=2) + "\n")
     size = sum(f.stat().st_size for f in args.dest.rglob("*") if f.is_file()) / 2**20
