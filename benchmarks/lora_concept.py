@@ -4,7 +4,7 @@
     python benchmarks/lora_concept.py --adapter work/lora/checkpoint-1500 --new work/diag/eval --old work/axis/eval
 
 Each set's first frames and prompts are sampled as i2v with the model's defaults (17 frames at 64x96, 25 steps,
-CFG 4.5), the same seed for every row, through the service `opensora sample` uses:
+its CFG), the same seed for every row, through the service `opensora sample` uses:
 
 - new concept: `make-demo-data --concept diagonal`'s held-out set ("moves up and to the left"): a video follows
   when its tracked motion is within 22.5 degrees of the diagonal (`services.evaluation`; chance 12.5 %);
