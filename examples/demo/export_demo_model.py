@@ -72,7 +72,8 @@ def main() -> None:
         copy_half((checkpoint / part).resolve(), args.dest / part)
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     write_model_index(args.dest)  # so that OpenSoraInpaintPipeline.from_pretrained(dest) loads the bundle
-    (args.dest / "opensora_defaults.json").write_text(json.dumps({**DEFAULTS, "guidance_scale": args.guidance_scale}, indent=2) + "\n")
+    defaults = {**DEFAULTS, "guidance_scale": args.guidance_scale}
+    (args.dest / "opensora_defaults.json").write_text(json.dumps(defaults, indent=2) + "\n")
     (args.dest / "TRAINING.json").write_text(json.dumps({"checkpoint": checkpoint.name, "step": state["step"],
                                                          "loss": state.get("loss")}, indent=2) + "\n")
     size = sum(f.stat().st_size for f in args.dest.rglob("*") if f.is_file()) / 2**20

@@ -133,14 +133,14 @@ def kept_indices(pattern: Sequence[int]) -> list[int]:
 def exact_latent_prefix(pattern: Sequence[int], stride_t: int = 4) -> int:
     """How many latent frames the kept frames alone determine, for a causal VAE of temporal stride `stride_t`.
 
-    Latent frame 0 encodes frame 0 alone and latent frame k frames 4k-3..4k (stride 4), each seeing only frames
-    before it: a latent frame is the same for the masked clip and the whole clip exactly when every frame up to
-    its last is kept. So i2v gives 1, a continuation keeping frames 0-8 gives 3, t2v or a last kept frame 0."""
-    if not pattern or pattern[0] != 0:
-        return 0
-    known, end = 1, 1 + stride_t
-    while end <= len(pattern) and not any(pattern[end - stride_t:end]):
-        known, end = known + 1, end + stride_t
+    A causal VAE's latent frame sees only the pixel frames up to its last (`compress_pattern`'s grouping), so it
+    is the same for the masked clip and the whole clip exactly when it and every latent frame before it hold
+    only kept frames. So i2v gives 1, a continuation keeping frames 0-8 gives 3, t2v or a last kept frame 0."""
+    known = 0
+    for group in compress_pattern(pattern, stride_t):
+        if any(group):
+            break
+        known += 1
     return known
 
 
