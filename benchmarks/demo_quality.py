@@ -8,7 +8,8 @@
     python benchmarks/demo_quality.py --eval demo_data/eval --outputs out/i2v --outputs-transition out/transition
 
 Prints a markdown table (and with --json FILE writes every number): kept-frame PSNR (mean, share above
-28 dB), transition end frames reached (last-frame PSNR, final centroid within 4 px of the target), shape
+28 dB, and the first kept frame alone: a transition's last frame shares a latent frame with three generated
+ones and is also given apart), transition end frames reached (last-frame PSNR, final centroid within 4 px of the target), shape
 fidelity (the re-centred silhouette IoU against the ground-truth clip at every generated frame, and at the kept
 ones), motion direction accuracy against the prompt (tracked by the shape's colour; videos where the shape is
 found in fewer than half the frames are counted as untrackable and left out of the accuracy), and seconds per
@@ -52,8 +53,10 @@ def render(reports: list[EvalReport]) -> str:
         ("videos", lambda r: str(r.videos)),
         ("kept-frame PSNR, mean (dB)", lambda r: _fmt(r.kept_psnr_mean)),
         (f"kept frames above {GOOD_PSNR:g} dB", lambda r: _pct(r.kept_good_share)),
+        ("first kept frame, PSNR (dB)", lambda r: _fmt(r.first_psnr_mean)),
         ("last frame vs target, PSNR (dB)", lambda r: _fmt(r.last_psnr_mean)),
         (f"final centroid within {END_TOLERANCE:g} px of target", lambda r: _pct(r.end_reached_share)),
+        ("final centroid to target, mean (px)", lambda r: _fmt(r.end_error_mean)),
         ("shape IoU, generated frames (re-centred)", lambda r: _fmt(r.shape_iou_mean)),
         (f"generated frames with shape IoU >= {SHAPE_GOOD_IOU:g}", lambda r: _pct(r.shape_iou_good_share)),
         ("shape IoU, kept frames", lambda r: _fmt(r.kept_shape_iou_mean)),
@@ -76,7 +79,8 @@ def as_json(report: EvalReport) -> dict:
     return {
         "mode": report.mode, "videos": report.videos,
         "kept_psnr_mean": clean(report.kept_psnr_mean), "kept_good_share": clean(report.kept_good_share),
-        "last_psnr_mean": clean(report.last_psnr_mean), "end_reached_share": clean(report.end_reached_share),
+        "first_psnr_mean": clean(report.first_psnr_mean), "last_psnr_mean": clean(report.last_psnr_mean), "end_reached_share": clean(report.end_reached_share),
+        "end_error_mean": clean(report.end_error_mean),
         "shape_iou_mean": clean(report.shape_iou_mean), "shape_iou_good_share": clean(report.shape_iou_good_share),
         "kept_shape_iou_mean": clean(report.kept_shape_iou_mean),
         "shape_iou_by_frame": [clean(v) for v in report.shape_iou_by_frame()],
@@ -84,6 +88,7 @@ def as_json(report: EvalReport) -> dict:
         "seconds_mean": clean(report.seconds_mean), "steps": report.steps,
         "per_video": [{"line": s.line, "video": s.video, "expected": s.expected, "found": s.found,
                        "kept_psnr": [round(v, 3) for v in s.kept_psnr],
+                       "end_error": None if s.end_error is None else round(s.end_error, 3),
                        "shape_iou": [round(v, 4) for v in s.shape_iou]} for s in report.scores],
     }
 

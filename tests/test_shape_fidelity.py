@@ -102,3 +102,7 @@ def test_the_report_and_the_benchmark_carry_shape_fidelity(heldout, tmp_path):
     assert [run["mode"] for run in numbers] == ["i2v", "transition"]
     assert numbers[0]["shape_iou_mean"] < 0.75 < 0.9 < numbers[1]["shape_iou_mean"]
     assert len(numbers[0]["per_video"]) == 4 and len(numbers[0]["per_video"][0]["shape_iou"]) == 17
+    # the first kept frame is reported alone: i2v's is its only one, a transition's is frame 0 of two
+    assert numbers[0]["first_psnr_mean"] == numbers[0]["kept_psnr_mean"] and numbers[0]["last_psnr_mean"] is None
+    firsts = [video["kept_psnr"][0] for video in numbers[1]["per_video"]]
+    assert numbers[1]["first_psnr_mean"] == pytest.approx(sum(firsts) / len(firsts), abs=1e-3)

@@ -164,6 +164,14 @@ def test_make_dataset_is_deterministic(dataset, tmp_path):
         assert (tmp_path / name).read_bytes() == (dataset / name).read_bytes()
 
 
+def test_the_held_out_set_depends_only_on_the_seed(dataset, tmp_path):
+    # the README rebuilds the demo model's eval set with --clips 1 --images 1: it must be the recipe's
+    make_dataset(tmp_path, clips=1, images=1, heldout=8, seed=3)
+    for name in ("metadata.json", "prompts.txt", "transition_conds.txt", "00005_first.png", "00007_last.png",
+                 "00002.mp4"):
+        assert (tmp_path / "eval" / name).read_bytes() == (dataset / "eval" / name).read_bytes()
+
+
 def test_examples_pass_validate_inputs(tmp_path, cli):
     write_examples(tmp_path / "ex", seed=0)
     result = cli("validate-inputs", "-p", tmp_path / "ex/prompts.txt", "-c", tmp_path / "ex/conds.txt",
@@ -205,14 +213,17 @@ def test_evaluation_of_the_true_clips_is_perfect(dataset, tmp_path):
         assert report.direction_accuracy == 1.0
         assert report.kept_psnr_mean > 30 and report.kept_good_share == 1.0
         assert report.seconds_mean == 1.5 and report.steps == [10]
-    assert report.end_reached_share == 1.0 and report.last_psnr_mean > 30
+    assert report.end_reached_share == 1.0 and report.last_psnr_mean > 30 and report.end_error_mean < 1
 
 
 def test_evaluation_of_still_videos_fails_motion(dataset, tmp_path):
     outputs = _fake_outputs(dataset, tmp_path / "still", still=True)
     report = evaluate(load_eval_set(dataset / "eval"), dataset / "eval", outputs, "transition")
     assert report.direction_accuracy == 0.0 and report.end_reached_share == 0.0
-    assert report.last_psnr_mean < report.kept_psnr_mean  # the first frame is right, the last is not
+    assert report.end_error_mean > 10  # it stays where it started
+    assert report.last_psnr_mean < report.kept_psnr_mean < report.first_psnr_mean  # frame 0 right, the last not
+    assert report.first_psnr_mean > 30
+    assert report.kept_psnr_mean == pytest.approx((report.first_psnr_mean + report.last_psnr_mean) / 2)
 
 
 def test_evaluation_refuses_outputs_of_other_prompts(dataset, tmp_path):

@@ -250,6 +250,13 @@ class EvalReport:
         return _mean([p > GOOD_PSNR for s in self.scores for p in s.kept_psnr])
 
     @property
+    def first_psnr_mean(self) -> float:
+        """The mean PSNR of each video's first kept frame: i2v's only one, a transition's frame 0. It has a latent
+        frame of its own; a transition's last frame shares one with three generated frames, so the two are
+        reported apart (`last_psnr_mean`) as well as together (`kept_psnr_mean`)."""
+        return _mean([s.kept_psnr[0] for s in self.scores if s.kept_psnr])
+
+    @property
     def last_psnr_mean(self) -> float:
         """Transition: the mean PSNR of the last frame against the target last frame."""
         return _mean([s.kept_psnr[-1] for s in self.scores if len(s.kept_psnr) == 2])
@@ -260,6 +267,12 @@ class EvalReport:
         (an untracked final frame counts as not reached)."""
         reached = [s.end_error is not None and s.end_error <= END_TOLERANCE for s in self.scores]
         return _mean(reached if self.mode == "transition" else [])
+
+    @property
+    def end_error_mean(self) -> float:
+        """Transition: the mean distance in px between the final tracked centroid and the target's (untracked final
+        frames left out); it tells a last frame that ends short of its target from one that ends on it blurred."""
+        return _mean([s.end_error for s in self.scores if s.end_error is not None])
 
     @property
     def shape_iou_mean(self) -> float:
