@@ -74,8 +74,13 @@ def main() -> None:
     write_model_index(args.dest)  # so that OpenSoraInpaintPipeline.from_pretrained(dest) loads the bundle
     defaults = {**DEFAULTS, "guidance_scale": args.guidance_scale}
     (args.dest / "opensora_defaults.json").write_text(json.dumps(defaults, indent=2) + "\n")
-    (args.dest / "TRAINING.json").write_text(json.dumps({"checkpoint": checkpoint.name, "step": state["step"],
-                                                         "loss": state.get("loss")}, indent=2) + "\n")
+    # where the run started: a preset's name, or the checkpoint a fine-tune (the full recipe's cool-down) began
+    # from, so that "step" reads as steps of this run, not of the model
+    start = Path(str(state.get("config", {}).get("model", "")))
+    started_from = start.parent.name if start.name == "transformer" else start.name
+    (args.dest / "TRAINING.json").write_text(json.dumps({
+        "run": args.train_output.absolute().name, "started_from": started_from or None,
+        "checkpoint": checkpoint.name, "step": state["step"], "loss": state.get("loss")}, indent=2) + "\n")
     size = sum(f.stat().st_size for f in args.dest.rglob("*") if f.is_file()) / 2**20
     print(f"installed {checkpoint} into {args.dest} ({size:.1f} MiB)")
 
