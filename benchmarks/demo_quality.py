@@ -9,11 +9,11 @@
 
 Prints a markdown table (and with --json FILE writes every number): kept-frame PSNR (mean, share above
 28 dB, and the first kept frame alone: a transition's last frame shares a latent frame with three generated
-ones and is also given apart), transition end frames reached (last-frame PSNR, final centroid within 4 px of the target), shape
-fidelity (the re-centred silhouette IoU against the ground-truth clip at every generated frame, and at the kept
-ones), motion direction accuracy against the prompt (tracked by the shape's colour; videos where the shape is
-found in fewer than half the frames are counted as untrackable and left out of the accuracy), and seconds per
-video and steps from the sidecars. Chance level for the direction is
+ones and is also given apart), transition end frames reached (last-frame PSNR, final centroid within 4 px of
+the target, its mean distance from it), shape fidelity (the re-centred silhouette IoU against the ground-truth
+clip at every generated frame, and at the kept ones), motion direction accuracy against the prompt (tracked by
+the shape's colour; videos where the shape is found in fewer than half the frames are counted as untrackable
+and left out of the accuracy), and seconds per video and steps from the sidecars. Chance level for the direction is
 25 % (the held-out directions are balanced). An eval set of `make-demo-data --concept diagonal` is scored in eight
 directions (a diagonal counts within 22.5 degrees of it), so there a motion in a random direction scores 12.5 %.
 Only the i2v column says whether a model follows a diagonal prompt: a transition's last frame fixes where the
@@ -79,8 +79,8 @@ def as_json(report: EvalReport) -> dict:
     return {
         "mode": report.mode, "videos": report.videos,
         "kept_psnr_mean": clean(report.kept_psnr_mean), "kept_good_share": clean(report.kept_good_share),
-        "first_psnr_mean": clean(report.first_psnr_mean), "last_psnr_mean": clean(report.last_psnr_mean), "end_reached_share": clean(report.end_reached_share),
-        "end_error_mean": clean(report.end_error_mean),
+        "first_psnr_mean": clean(report.first_psnr_mean), "last_psnr_mean": clean(report.last_psnr_mean),
+        "end_reached_share": clean(report.end_reached_share), "end_error_mean": clean(report.end_error_mean),
         "shape_iou_mean": clean(report.shape_iou_mean), "shape_iou_good_share": clean(report.shape_iou_good_share),
         "kept_shape_iou_mean": clean(report.kept_shape_iou_mean),
         "shape_iou_by_frame": [clean(v) for v in report.shape_iou_by_frame()],

@@ -76,7 +76,7 @@ def main() -> None:
     (args.dest / "opensora_defaults.json").write_text(json.dumps(defaults, indent=2) + "\n")
     # where the run started: a preset's name, or the checkpoint a fine-tune (the full recipe's cool-down) began
     # from, so that "step" reads as steps of this run, not of the model
-    start = Path(str(state.get("config", {}).get("model", "")))
+    start = Path(state.get("config", {}).get("model") or "")
     started_from = start.parent.name if start.name == "transformer" else start.name
     (args.dest / "TRAINING.json").write_text(json.dumps({
         "run": args.train_output.absolute().name, "started_from": started_from or None,

@@ -5,9 +5,9 @@
 #     bash examples/demo/train_demo_model.sh full [WORK_DIR]    # the shipped weights -> src/opensora_cli/demo_model
 #
 # The full recipe is the quick one plus a third VAE stage (17-frame clips), a transformer trained on that VAE
-# for 12500 steps rather than 3500, and a cool-down of 2500 steps more with the learning rate decaying to 0; it reuses the quick recipe's data and first two VAE stages when WORK_DIR
-# already has them. A stage whose output exists is skipped and the transformer resumes from its newest
-# checkpoint, so either can be stopped and rerun.
+# for 12500 steps rather than 3500, and a cool-down of 2500 steps more with the learning rate decaying to 0; it
+# reuses the quick recipe's data and first two VAE stages when WORK_DIR already has them. A stage whose output
+# exists is skipped and the transformer resumes from its newest checkpoint, so either can be stopped and rerun.
 # Measured times are in README.md (The demo model).
 #
 # 1. synthetic data: 2000 clips of a coloured shape moving left/right/up/down, 200 images, a held-out set
